@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine (Python 3.11, no GPU):
+#   make demo   set up .venv, train the missing demo adapters, run the comparison report
+#   make test   set up .venv, run the test suite
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.stamp-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# Portable llama.cpp CPU build (x86-64-v3). The native build enables the AMX kernels, which
+# segfault in ggml_backend_amx_mul_mat on this workplace's CPUs (see README, "Known issues").
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: setup test test-all demo bench clean-venv
+setup: $(STAMP)
+
+# Idempotent: re-runs only when pyproject.toml changed. torch goes in first, from the CPU
+# build on this machine's disk; llama-cpp-python builds from source once (pip caches the wheel).
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.stamp-*
+	touch $@
+
+test: setup
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(VENV)/bin/harness demo
+
+bench: setup
+	$(PY) benchmarks/backends.py

@@ -1,0 +1,107 @@
+"""`harness` command line: a thin typer layer over the Python API of each stage.
+
+Each command imports its stage lazily, so `harness --help` is fast and a stage's heavy
+dependencies load only when it runs. A HarnessError prints as one red line, exit code 2.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .io import HarnessError
+
+app = typer.Typer(help="Benchmark harness for LLMs that write product reviews: "
+                       "data → tasks → backends → metrics → report.",
+                  rich_markup_mode="rich", no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Prepare task data from raw public files.", no_args_is_help=True)
+app.add_typer(data_app, name="data", rich_help_panel="Data")
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+# --- data ------------------------------------------------------------------------------
+@data_app.command("prepare")
+def data_prepare(
+    raw_dir: Optional[Path] = typer.Option(None, "--raw-dir", help="Folder with the raw files "
+                                           "(e.g. ../shared/data)."),
+    out: Path = typer.Option(None, "--out", help="Output folder [default: data/prepared]."),
+    task: Optional[List[str]] = typer.Option(None, "--task", help="Only these tasks."),
+    hub: Optional[str] = typer.Option(None, "--hub", help="A hub dataset id (online only)."),
+):
+    """Convert raw public files into task JSONL splits and print counts per source and split."""
+    from .data import data_dir
+    from .data.prepare import prepare
+
+    if raw_dir is None and hub is None:
+        raise HarnessError("give --raw-dir DIR and/or --hub DATASET_ID")
+    out = out or data_dir()
+    for rep in prepare(raw_dir, out, task, hub=hub):
+        t = Table(title=f"{rep['task']} → {out / rep['task']}")
+        t.add_column("source")
+        splits = list(next(iter(rep["counts"].values())).keys())
+        for s in splits:
+            t.add_column(s, justify="right")
+        for src, counts in rep["counts"].items():
+            t.add_row(src, *(str(counts.get(s, 0)) for s in splits),
+                      style="bold" if src == "total" else None)
+        console.print(t)
+        if rep.get("skipped"):
+            st = Table(title="skipped rows")
+            st.add_column("reason")
+            st.add_column("rows", justify="right")
+            for reason, n in sorted(rep["skipped"].items(), key=lambda kv: -kv[1]):
+                st.add_row(reason, str(n))
+            console.print(st)
+
+
+# --- eval ------------------------------------------------------------------------------
+@app.command("eval", context_settings=PASSTHROUGH, rich_help_panel="Evaluate")
+def eval_cmd(ctx: typer.Context):
+    """Run lm-eval with our backends and tasks. Takes lm-eval's own flags, e.g.
+
+    harness eval --model llama-cpp --model_args model=smollm2-135m-instruct
+    --tasks product_review --limit 20 --output_path DIR --log_samples
+
+    --model hf uses lm-eval's transformers backend with throughput timing; `model=NAME` takes
+    weights from the registry. Chat templates are applied for instruct models
+    (--no_chat_template to turn off). Results JSON gets a `throughput` object."""
+    from .evaluate import run_cli
+
+    run_cli(list(ctx.args))
+
+
+@app.command("models", rich_help_panel="Evaluate")
+def models_cmd():
+    """List the model registry and whether each model's weights are here."""
+    from .models import availability, registry
+
+    t = Table(title="model registry (harness/models.toml)")
+    for c in ("name", "chat", "family", "available", "description / how to enable"):
+        t.add_column(c)
+    for name, spec in registry().items():
+        ok, why = availability(name)
+        t.add_row(name, "yes" if spec.chat else "no", spec.family,
+                  "[green]yes[/]" if ok else "[red]no[/]", spec.description if ok else why)
+    console.print(t)
+
+
+def main() -> None:
+    try:
+        app()
+    except HarnessError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Data stage: raw public files -> task JSONL splits (one preparer per task), plus the lookup
+that tells a task which JSONL file to read (prepared data, else the committed demo set)."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from ..io import HarnessError
+from ..paths import DATA_DIR, TASKS_DIR
+
+SPLITS = ("train", "validation", "test")
+
+
+def split_of(key: str, validation: float = 0.1, test: float = 0.1) -> str:
+    """Deterministic split by a stable key (product id, user id): no key in two splits."""
+    bucket = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
+    if bucket < test:
+        return "test"
+    if bucket < test + validation:
+        return "validation"
+    return "train"
+
+
+def data_dir() -> Path:
+    """Where `harness data prepare` writes by default (override: HARNESS_DATA_DIR)."""
+    return Path(os.environ.get("HARNESS_DATA_DIR", DATA_DIR))
+
+
+def demo_file(task: str) -> Path:
+    return TASKS_DIR / task / "demo.jsonl"
+
+
+def resolve_data_file(task: str, split: str, data: str | os.PathLike | None = None) -> Path:
+    """The JSONL a task reads for `split`.
+
+    data: None -> prepared data under data_dir() if present, else the committed demo set;
+          "demo" -> the demo set (all splits are the same file);
+          a directory -> DIR/<task>/<split>.jsonl or DIR/<split>.jsonl; a file -> that file.
+    """
+    if data is None:
+        prepared = data_dir() / task / f"{split}.jsonl"
+        return prepared if prepared.exists() else demo_file(task)
+    if str(data) == "demo":
+        return demo_file(task)
+    p = Path(data).expanduser()
+    if p.is_file():
+        return p
+    for cand in (p / task / f"{split}.jsonl", p / f"{split}.jsonl"):
+        if cand.exists():
+            return cand
+    raise HarnessError(f"{p}: no {task} data for split {split!r} "
+                       f"(looked for {p / task / f'{split}.jsonl'} and {p / f'{split}.jsonl'}); "
+                       f"run `harness data prepare --raw-dir RAW --out {p}`")

@@ -1,0 +1,73 @@
+"""`harness data prepare`: a registry of per-task preparers. Each takes the raw directory and
+the output directory, writes <out>/<task>/{train,validation,test}.jsonl atomically and returns
+a report {"counts": {source: {split: n}}, "skipped": {reason: n}} for the CLI to print."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+from ..io import HarnessError, write_json, write_jsonl
+from . import SPLITS, split_of
+from .review import Skips, discover, group_records, load_hub
+
+
+def write_splits(records: list[dict], out: Path, task: str, key=lambda r: r["id"]) -> dict:
+    by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for rec in records:
+        by_split[split_of(key(rec))].append(rec)
+    for split, rows in by_split.items():
+        write_jsonl(out / task / f"{split}.jsonl", rows)
+    return {s: len(r) for s, r in by_split.items()}
+
+
+def prepare_review(raw_dir: Path | None, out: Path, hub: str | None = None) -> dict:
+    skips = Skips()
+    records: list[dict] = []
+    counts: dict[str, dict] = {}
+    sources = []
+    if raw_dir is not None:
+        sources = [(label, reader, src) for label, reader, src in discover(raw_dir)]
+        if not sources:
+            raise HarnessError(f"{raw_dir}: no product_review source found (looked for an "
+                               f"Amazon.in CSV with product_id/review_content columns and "
+                               f"Amazon meta_*.json + reviews *.json pairs)")
+    if hub:
+        sources.append((f"hub {hub}", lambda s: load_hub(hub, s), hub))
+    for label, reader, src in sources:
+        recs = group_records(reader(skips), src)
+        records += recs
+        counts[label] = {s: 0 for s in SPLITS}
+        for r in recs:
+            counts[label][split_of(r["id"])] += 1
+    if not records:
+        raise HarnessError("no usable product_review records in the given sources")
+    totals = write_splits(records, out, "product_review")
+    counts["total"] = totals
+    report = {"task": "product_review", "counts": counts, "skipped": dict(skips)}
+    write_json(out / "product_review" / "prepare.json", report)
+    return report
+
+
+PREPARERS: dict[str, Callable[..., dict]] = {"product_review": prepare_review}
+
+
+def register_preparer(task: str):
+    def deco(fn):
+        PREPARERS[task] = fn
+        return fn
+    return deco
+
+
+def prepare(raw_dir: Path | None, out: Path, tasks: list[str] | None = None,
+            hub: str | None = None) -> list[dict]:
+    # import task-specific preparers that register themselves
+    from . import extra_preparers  # noqa: F401
+    reports = []
+    for task in tasks or list(PREPARERS):
+        if task not in PREPARERS:
+            raise HarnessError(f"unknown task {task!r}; known: {', '.join(PREPARERS)}")
+        fn = PREPARERS[task]
+        reports.append(fn(raw_dir, Path(out), hub=hub) if task == "product_review"
+                       else fn(raw_dir, Path(out)))
+    return reports

@@ -1,0 +1,184 @@
+"""One normalised product schema, shared by every task, the prompts and the metrics.
+
+    {"title": str, "brand": str, "category": [str, ...],
+     "price": {"amount": float, "currency": "INR", "list_price": float, "discount_percent": float},
+     "rating": float, "rating_count": int, "features": [str, ...], "details": {str: str}}
+
+Absent or junk fields are dropped, never stored empty.
+"""
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+CURRENCY_SYMBOLS = {"₹": "INR", "$": "USD", "£": "GBP", "€": "EUR", "Rs.": "INR", "Rs": "INR"}
+
+# Text that says nothing about the product itself.
+JUNK_PATTERNS = [
+    r"^\s*$",
+    r"statements regarding dietary supplements",
+    r"have not been evaluated by the fda",
+    r"^\s*(free )?shipping\b",
+    r"ships? (free|from|within|in \d)",
+    r"^\s*(visit|see) the .* store",
+    r"click (here|the)",
+    r"^\s*asin\b",
+    r"^\s*customer reviews?\b",
+    r"^\s*best sellers? rank",
+    r"^\s*date first available",
+    r"^\s*manufacturer\s*$",
+    r"^\s*national stock number",
+    r"javascript|</?\w+[^>]*>|\{\s*[\w-]+\s*:",
+]
+_JUNK_RE = re.compile("|".join(f"(?:{p})" for p in JUNK_PATTERNS), re.I)
+# Detail keys that carry shipping or catalogue boilerplate rather than product facts.
+JUNK_DETAIL_KEYS = {"asin", "shipping weight", "best sellers rank", "customer reviews",
+                    "date first available", "domestic shipping", "international shipping",
+                    "item model number_", "is discontinued by manufacturer", "upc", "ean"}
+
+_TAG_RE = re.compile(r"<[^>]+>")
+_WS_RE = re.compile(r"\s+")
+
+
+def clean_text(value: Any) -> str:
+    """Unescape HTML, strip tags, fold white space."""
+    if value is None:
+        return ""
+    text = html.unescape(str(value))
+    text = _TAG_RE.sub(" ", text)
+    return _WS_RE.sub(" ", text).strip()
+
+
+def is_junk(text: str) -> bool:
+    return len(text) < 2 or bool(_JUNK_RE.search(text))
+
+
+def parse_number(text: Any) -> float | None:
+    """'₹1,099' -> 1099.0, '64%' -> 64.0, '24,269' -> 24269.0; None when there is no number."""
+    if text is None:
+        return None
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = re.search(r"-?\d[\d,]*(?:\.\d+)?", str(text))
+    if not m:
+        return None
+    try:
+        return float(m.group(0).replace(",", ""))
+    except ValueError:
+        return None
+
+
+def parse_price(text: Any, default_currency: str = "USD") -> tuple[float | None, str | None]:
+    if text is None or str(text).strip() == "":
+        return None, None
+    s = str(text).strip()
+    currency = default_currency
+    for sym, code in CURRENCY_SYMBOLS.items():
+        if s.startswith(sym) or sym in s:
+            currency = code
+            break
+    if "-" in s.strip("-") and re.search(r"\d\s*-\s*[^\d]*\d", s):
+        # price ranges ("$10.00 - $50.00") are not one price
+        return None, None
+    amount = parse_number(s)
+    return amount, (currency if amount is not None else None)
+
+
+def split_category(value: Any) -> list[str]:
+    if value is None:
+        return []
+    parts = value if isinstance(value, list) else re.split(r"\|", str(value))
+    out: list[str] = []
+    for p in parts:
+        p = clean_text(p)
+        p = re.sub(r"(?<=[a-z])&(?=[A-Z])", " & ", p)          # "Computers&Accessories"
+        p = re.sub(r"(?<=[a-z])(?=[A-Z][a-z])", " ", p)         # "USBCables" stays, "HomeTheater" splits
+        if p and not is_junk(p) and (not out or out[-1] != p):
+            out.append(p)
+    return out
+
+
+def clean_list(values: Any, sep: str | None = None) -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = values.split(sep) if sep else [values]
+    out, seen = [], set()
+    for v in values:
+        t = clean_text(v)
+        if t and not is_junk(t) and t.lower() not in seen:
+            seen.add(t.lower())
+            out.append(t)
+    return out
+
+
+def clean_details(details: Any) -> dict[str, str]:
+    if not isinstance(details, dict):
+        return {}
+    out = {}
+    for k, v in details.items():
+        key = clean_text(k).strip(" :").strip()
+        val = clean_text(v)
+        if not key or not val or key.lower() in JUNK_DETAIL_KEYS or is_junk(val) or is_junk(key):
+            continue
+        out[key] = val
+    return out
+
+
+def make_product(*, title: Any, brand: Any = None, category: Any = None, price: Any = None,
+                 list_price: Any = None, discount_percent: Any = None, rating: Any = None,
+                 rating_count: Any = None, features: Any = None, details: Any = None,
+                 default_currency: str = "USD") -> dict:
+    """Build a normalised product dict; raises ValueError('missing title') when unusable."""
+    product: dict[str, Any] = {}
+    t = clean_text(title)
+    if not t or is_junk(t):
+        raise ValueError("missing title")
+    product["title"] = t
+    b = clean_text(brand)
+    if b and not is_junk(b) and b.lower() not in {"unknown", "generic", "n/a", "na", "none"}:
+        product["brand"] = re.sub(r"^(visit the|by)\s+|\s+store$", "", b, flags=re.I).strip()
+    cat = split_category(category)
+    if cat:
+        product["category"] = cat
+    amount, cur = parse_price(price, default_currency)
+    lp, lcur = parse_price(list_price, default_currency)
+    if amount is not None or lp is not None:
+        p: dict[str, Any] = {"amount": amount if amount is not None else lp, "currency": cur or lcur}
+        if lp is not None and amount is not None and lp > amount:
+            p["list_price"] = lp
+        d = parse_number(discount_percent)
+        if d is not None and 0 < d < 100:
+            p["discount_percent"] = d
+        product["price"] = p
+    r = parse_number(rating)
+    if r is not None and 0 < r <= 5:
+        product["rating"] = r
+    rc = parse_number(rating_count)
+    if rc is not None and rc >= 0:
+        product["rating_count"] = int(rc)
+    feats = clean_list(features)
+    if feats:
+        product["features"] = feats
+    det = clean_details(details)
+    if det:
+        product["details"] = det
+    return product
+
+
+def product_text(product: dict) -> str:
+    """Flat text of everything the product JSON says: for embeddings and claim checks."""
+    parts = [product.get("title", ""), product.get("brand", "")]
+    parts += product.get("category", [])
+    price = product.get("price") or {}
+    for k in ("amount", "list_price"):
+        if price.get(k) is not None:
+            parts.append(f"{price.get('currency', '')} {price[k]:g}")
+    if price.get("discount_percent") is not None:
+        parts.append(f"{price['discount_percent']:g}% off")
+    if product.get("rating") is not None:
+        parts.append(f"rated {product['rating']:g} out of 5")
+    parts += product.get("features", [])
+    parts += [f"{k}: {v}" for k, v in (product.get("details") or {}).items()]
+    return "\n".join(p for p in parts if p)

@@ -1,0 +1,164 @@
+"""`harness eval`: lm-eval's own runner, with our backends registered, our task folder included,
+the model's chat template applied when it has one, and `throughput` added to the results JSON.
+
+    run_cli(["--model", "llama-cpp", "--model_args", "model=smollm2-135m-instruct",
+             "--tasks", "product_review", "--limit", "20", "--output_path", "out"])
+    evaluate("llama-cpp", "model=smollm2-135m-instruct", ["product_review"], limit=20)
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from .io import HarnessError, write_json
+from .paths import TASKS_DIR
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
+               "TOKENIZERS_PARALLELISM": "false"}
+# lm-eval model name -> our registered class ("hf" gets throughput timing)
+MODEL_ALIASES = {"hf": "harness-hf", "huggingface": "harness-hf"}
+
+
+def set_offline_defaults() -> None:
+    for k, v in OFFLINE_ENV.items():
+        os.environ.setdefault(k, v)
+
+
+def parse_model_args(model_args: str | dict | None) -> dict:
+    if isinstance(model_args, dict):
+        return dict(model_args)
+    out = {}
+    for part in filter(None, (model_args or "").split(",")):
+        if "=" not in part:
+            raise HarnessError(f"--model_args: {part!r} is not key=value")
+        k, v = part.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def is_chat_model(model_args: dict) -> bool:
+    """True when the model has a chat template: registry flag, GGUF metadata or HF tokenizer."""
+    from .models import get_spec, registry
+
+    name = model_args.get("model") or model_args.get("pretrained") or ""
+    if name in registry():
+        return get_spec(name).chat
+    gguf = model_args.get("gguf_file")
+    path = Path(name) / gguf if gguf else Path(name)
+    if path.suffix == ".gguf" and path.is_file():
+        from gguf import GGUFReader
+        return "tokenizer.chat_template" in GGUFReader(str(path)).fields
+    if path.is_dir():
+        cfg = path / "tokenizer_config.json"
+        return (path / "chat_template.jinja").exists() or (
+            cfg.exists() and "chat_template" in json.loads(cfg.read_text()))
+    return False
+
+
+def _register() -> None:
+    from . import backends  # noqa: F401  (registers llama-cpp and harness-hf)
+
+
+def _results_with_throughput(results: dict) -> dict:
+    from .backends.throughput import METER
+    results["throughput"] = METER.summary()
+    return results
+
+
+def _patch_tracker() -> None:
+    """Make lm-eval's EvaluationTracker add `throughput` to every results file it writes."""
+    import lm_eval.loggers as loggers
+
+    base = loggers.EvaluationTracker
+    if getattr(base, "_harness", False):
+        return
+
+    class ThroughputTracker(base):
+        _harness = True
+
+        def save_results_aggregated(self, results, samples=None):
+            return super().save_results_aggregated(_results_with_throughput(results), samples)
+
+    loggers.EvaluationTracker = ThroughputTracker
+
+
+def prepare_argv(argv: list[str]) -> list[str]:
+    argv = list(argv)
+    if "--model" in argv:
+        i = argv.index("--model") + 1
+        argv[i] = MODEL_ALIASES.get(argv[i], argv[i])
+    if "--include_path" not in argv:
+        argv += ["--include_path", str(TASKS_DIR)]
+    if "--apply_chat_template" not in argv and "--no_chat_template" not in argv:
+        margs = parse_model_args(argv[argv.index("--model_args") + 1]) if "--model_args" in argv \
+            else {}
+        if not margs:
+            margs = {"model": "smollm2-135m-instruct"}
+        if is_chat_model(margs):
+            argv.append("--apply_chat_template")
+    if "--no_chat_template" in argv:
+        argv.remove("--no_chat_template")
+    return argv
+
+
+def run_cli(argv: list[str]) -> None:
+    """lm-eval's CLI with our additions; argv are lm-eval's own flags."""
+    set_offline_defaults()
+    _register()
+    _patch_tracker()
+    from lm_eval._cli.harness import HarnessCLI
+
+    argv = prepare_argv(argv)
+    old = sys.argv
+    sys.argv = ["lm-eval", "run", *argv]
+    try:
+        cli = HarnessCLI()
+        cli.execute(cli.parse_args())
+    finally:
+        sys.argv = old
+
+
+def evaluate(model: str, model_args: str | dict, tasks: list[str], *, limit: int | None = None,
+             output_path: str | os.PathLike | None = None, log_samples: bool = True,
+             apply_chat_template: bool | None = None, metadata: dict | None = None,
+             batch_size: int | str = 1, gen_kwargs: str | None = None, seed: int = 0) -> dict:
+    """Python API: run lm-eval in-process, return its results dict with `throughput`; when
+    output_path is given, write results.json (+ samples_<task>.jsonl) there atomically."""
+    set_offline_defaults()
+    _register()
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from .backends.throughput import METER
+
+    margs = parse_model_args(model_args)
+    if apply_chat_template is None:
+        apply_chat_template = is_chat_model(margs)
+    METER.reset()
+    tm = TaskManager(include_path=str(TASKS_DIR), metadata=metadata or {})
+    res = simple_evaluate(model=MODEL_ALIASES.get(model, model), model_args=margs, tasks=tasks,
+                          limit=limit, log_samples=log_samples, task_manager=tm,
+                          apply_chat_template=apply_chat_template, batch_size=batch_size,
+                          gen_kwargs=gen_kwargs, random_seed=seed, numpy_random_seed=seed,
+                          torch_random_seed=seed, fewshot_random_seed=seed,
+                          metadata=metadata or {})
+    if res is None:
+        raise HarnessError("lm-eval returned no results")
+    _results_with_throughput(res)
+    if output_path is not None:
+        save_results(res, Path(output_path))
+    return res
+
+
+def save_results(res: dict, out: Path) -> None:
+    from lm_eval.utils import handle_non_serializable
+    from .io import write_jsonl
+
+    samples = res.get("samples") or {}
+    for task, rows in samples.items():
+        write_jsonl(out / f"samples_{task}.jsonl",
+                    (json.loads(json.dumps(r, default=handle_non_serializable)) for r in rows))
+    body = {k: v for k, v in res.items() if k != "samples"}
+    write_json(out / "results.json", json.loads(json.dumps(body, default=handle_non_serializable)))

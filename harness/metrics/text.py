@@ -1,0 +1,52 @@
+"""Cheap reference-free and reference-based text statistics: ROUGE-L, distinct-n, length."""
+from __future__ import annotations
+
+import re
+
+_TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN_RE.findall(text.lower())
+
+
+def _lcs(a: list[str], b: list[str]) -> int:
+    if not a or not b:
+        return 0
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b, 1):
+            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(candidate: str, reference: str) -> float:
+    """ROUGE-L F1 on lower-cased word tokens (same definition as rouge-score's rougeL)."""
+    c, r = tokens(candidate), tokens(reference)
+    lcs = _lcs(c, r)
+    if lcs == 0:
+        return 0.0
+    p, rec = lcs / len(c), lcs / len(r)
+    return 2 * p * rec / (p + rec)
+
+
+def distinct_n(text: str, n: int = 2) -> float:
+    """Unique n-grams / n-grams; 0 for texts shorter than n tokens."""
+    t = tokens(text)
+    grams = [tuple(t[i:i + n]) for i in range(len(t) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repeated_ngram_rate(text: str, n: int = 3) -> float:
+    """Share of n-grams that occurred earlier in the same text."""
+    t = tokens(text)
+    grams = [tuple(t[i:i + n]) for i in range(len(t) - n + 1)]
+    if not grams:
+        return 0.0
+    seen, rep = set(), 0
+    for g in grams:
+        rep += g in seen
+        seen.add(g)
+    return rep / len(grams)

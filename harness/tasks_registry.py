@@ -1,0 +1,43 @@
+"""The bridge between task JSONL files and lm-eval: every task's `custom_dataset` hook calls
+`load_task_dataset`, and every hook gets its record back with `record_of(doc)`.
+
+Records are nested JSON (product dicts whose keys differ from row to row). Arrow would turn them
+into sparse structs, so each row is stored as {"id", "record": <the JSON text>} instead."""
+from __future__ import annotations
+
+import json
+
+from .data import SPLITS, resolve_data_file
+from .io import HarnessError, read_jsonl
+
+# Task names whose prompt builders live outside prompts.py register them on import.
+TASK_MODULES: list[str] = []
+
+
+def read_records(task: str, split: str, data=None) -> list[dict]:
+    path = resolve_data_file(task, split, data)
+    rows = list(read_jsonl(path))
+    if not rows:
+        raise HarnessError(f"{path}: no records for task {task!r}, split {split!r}")
+    return rows
+
+
+def load_task_dataset(task: str, data=None, splits=SPLITS):
+    import datasets
+
+    out = {}
+    for split in splits:
+        rows = read_records(task, split, data)
+        out[split] = datasets.Dataset.from_dict({
+            "id": [str(r.get("id", i)) for i, r in enumerate(rows)],
+            "record": [json.dumps(r, ensure_ascii=False, sort_keys=True) for r in rows],
+        })
+    return datasets.DatasetDict(out)
+
+
+def record_of(doc: dict) -> dict:
+    return json.loads(doc["record"]) if "record" in doc else doc
+
+
+for _mod in TASK_MODULES:
+    __import__(_mod)

@@ -92,11 +92,22 @@ def models_cmd():
     console.print(t)
 
 
+def _register_stage_commands() -> None:
+    from importlib import import_module
+    from .commands import STAGE_MODULES
+
+    for name in STAGE_MODULES:
+        import_module(f"harness.commands.{name}").register(app)
+
+
+_register_stage_commands()
+
+
 def main() -> None:
     try:
         app()
     except HarnessError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")

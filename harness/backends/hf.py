@@ -39,6 +39,7 @@ class TimedHFLM(HFLM):
         if gguf_file:
             kwargs["gguf_file"] = gguf_file
         kwargs.setdefault("dtype", "float32")
+        kwargs.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
         super().__init__(pretrained=pretrained, **kwargs)
         METER.load_s += time.perf_counter() - t0
 

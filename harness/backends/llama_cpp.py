@@ -8,8 +8,10 @@ Every generation request is timed into harness.backends.throughput.METER.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,7 @@ def _bool(v) -> bool:
 
 def open_llama(model_path: str | Path, *, n_ctx: int = 2048, n_threads: int | None = None,
                n_gpu_layers: int = 0, lora_path: str | None = None, seed: int = 0,
-               logits_all: bool = False, n_batch: int = 512):
+               logits_all: bool = False, n_batch: int = 512, warmup: bool = True):
     """Load a GGUF with llama-cpp-python; a bad file is a HarnessError naming it."""
     from llama_cpp import Llama
 
@@ -41,13 +43,24 @@ def open_llama(model_path: str | Path, *, n_ctx: int = 2048, n_threads: int | No
     if lora_path and not Path(lora_path).is_file():
         raise HarnessError(f"{lora_path}: LoRA adapter file not found")
     try:
-        return Llama(model_path=str(model_path), n_ctx=n_ctx, n_batch=n_batch,
-                     n_threads=n_threads or os.cpu_count(), n_gpu_layers=n_gpu_layers,
-                     lora_path=lora_path, seed=seed, logits_all=logits_all, verbose=False)
+        llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_batch=n_batch,
+                    n_threads=n_threads or os.cpu_count(), n_gpu_layers=n_gpu_layers,
+                    lora_path=lora_path, seed=seed, logits_all=logits_all, verbose=False)
     except (ValueError, RuntimeError) as e:
         what = f"{lora_path} on {model_path}" if lora_path else str(model_path)
         raise HarnessError(f"{what}: llama.cpp could not load it ({e}); the file may be "
                            f"truncated/corrupt or the adapter made for another base model") from e
+    # Close before interpreter shutdown (llama-cpp-python's __del__ fails once globals are gone).
+    ref = weakref.ref(llm)
+    atexit.register(lambda: ref() is not None and ref().close())
+    if warmup:
+        # The first batched decode of a context sets up its compute graph (seconds); do it at
+        # load time so time-to-first-token measures steady-state prefill.
+        toks = llm.tokenize(b"Warm up the prompt path of this model once.", add_bos=False)
+        llm.eval(toks[:16])
+        llm.eval(toks[:1])
+        llm.reset()
+    return llm
 
 
 def gguf_chat_template(llm) -> str | None:

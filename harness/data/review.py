@@ -101,11 +101,12 @@ def read_amazon_in_csv(path: Path, skips: Skips) -> Iterator[tuple[str, dict, di
         raise HarnessError(f"{path}: cannot read ({e.strerror})") from e
     with f:
         reader = csv.DictReader(f)
-        missing = AMAZON_IN_COLUMNS - set(reader.fieldnames or [])
-        if missing:
-            raise HarnessError(f"{path}:1: missing column(s) {', '.join(sorted(missing))} "
-                               f"(header has: {', '.join(reader.fieldnames or [])})")
         try:
+            fieldnames = reader.fieldnames or []
+            missing = AMAZON_IN_COLUMNS - set(fieldnames)
+            if missing:
+                raise HarnessError(f"{path}:1: missing column(s) {', '.join(sorted(missing))} "
+                                   f"(header has: {', '.join(fieldnames)})")
             for row in reader:
                 if None in row or any(v is None for v in row.values()):
                     skips.skip("wrong number of fields")
@@ -116,7 +117,9 @@ def read_amazon_in_csv(path: Path, skips: Skips) -> Iterator[tuple[str, dict, di
         except csv.Error as e:
             raise HarnessError(f"{path}:{reader.line_num}: unreadable CSV ({e})") from e
         except UnicodeDecodeError as e:
-            raise HarnessError(f"{path}:{reader.line_num}: not UTF-8 text ({e.reason})") from e
+            # the decoder reads ahead in blocks: the line is where reading stopped
+            raise HarnessError(f"{path}:{reader.line_num + 1}: not UTF-8 text ({e.reason} at "
+                               f"byte {e.start} of the block being read)") from e
 
 
 # --- Amazon 2018 / 2023 JSON lines ------------------------------------------------------
@@ -203,10 +206,13 @@ def read_amazon_json(meta_path: Path, reviews_path: Path, source: str,
 
 def _csv_header(path: Path) -> set[str]:
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            return set(next(csv.reader(f), []))
-    except (OSError, UnicodeDecodeError):
-        return set()
+        with open(path, "rb") as f:
+            first = f.readline().decode("utf-8-sig")
+    except OSError as e:
+        raise HarnessError(f"{path}: cannot read ({e.strerror})") from e
+    except UnicodeDecodeError:
+        return set()  # not a text CSV of ours
+    return set(next(csv.reader([first]), []))
 
 
 def discover(raw_dir: Path) -> list[tuple[str, callable]]:

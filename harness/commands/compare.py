@@ -1,0 +1,5 @@
+"""`harness` commands of the compare stage."""
+
+
+def register(app) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`harness` commands of the export stage."""
+
+
+def register(app) -> None:
+    pass

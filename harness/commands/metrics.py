@@ -1,0 +1,5 @@
+"""`harness` commands of the metrics stage."""
+
+
+def register(app) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`harness` commands of the tasks stage."""
+
+
+def register(app) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`harness` commands of the train stage."""
+
+
+def register(app) -> None:
+    pass

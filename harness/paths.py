@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TASKS_DIR = ROOT / "tasks"
 DATA_DIR = ROOT / "data" / "prepared"
-ADAPTERS_DIR = ROOT / "adapters"
+ADAPTERS_DIR = Path(os.environ.get("HARNESS_ADAPTERS_DIR", ROOT / "adapters"))
 RESULTS_DIR = ROOT / "results"
 CACHE_DIR = Path(os.environ.get("HARNESS_CACHE_DIR", ROOT / "cache"))
 # The shared raw data of this workspace (tests and benchmarks skip when it is absent).

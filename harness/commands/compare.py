@@ -1,5 +1,102 @@
-"""`harness` commands of the compare stage."""
+"""`harness compare`, `harness report` and `harness demo` (the README's main job)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+PANEL = "Compare"
+
+
+def _progress_runner(console):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    prog = Progress(TextColumn("[bold]compare"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    TextColumn("{task.description}"), console=console, transient=False)
+    state = {"task": None}
+
+    def cb(i, n, cell):
+        if state["task"] is None:
+            prog.start()
+            state["task"] = prog.add_task("", total=n)
+        prog.update(state["task"], completed=i, description=cell.label if cell else "done")
+        if cell is None:
+            prog.stop()
+    return cb
+
+
+def run_compare(models: str, tasks: str, backends: str, limit: Optional[int], data: Optional[str],
+                output: Optional[Path], resume: bool, n_threads: Optional[int], console,
+                gen_kwargs: Optional[str] = None) -> Path:
+    from ..compare import CompareConfig, compare
+    from ..report import render
+
+    cfg = CompareConfig(models=models, tasks=[t.strip() for t in tasks.split(",") if t.strip()],
+                        backends=[b.strip() for b in backends.split(",") if b.strip()],
+                        limit=limit, data=data, output=str(output) if output else None,
+                        resume=resume, n_threads=n_threads, gen_kwargs=gen_kwargs)
+    t0 = time.perf_counter()
+    run = compare(cfg, progress=_progress_runner(console))
+    render(run, console=console)
+    console.print(f"[bold]wrote[/] {run}/summary.csv, summary.json, report.md, report.html "
+                  f"({time.perf_counter() - t0:.0f} s)")
+    return run
 
 
 def register(app) -> None:
-    pass
+    from ..cli import console
+
+    @app.command("compare", rich_help_panel=PANEL)
+    def compare_cmd(
+        models: str = typer.Option("all", help="'all' or registry names, comma-separated."),
+        tasks: str = typer.Option("product_review", help="Comma-separated task names."),
+        backends: str = typer.Option("llama-cpp,hf", help="llama-cpp and/or hf."),
+        limit: Optional[int] = typer.Option(None, help="Documents per task (first N of test)."),
+        data: Optional[str] = typer.Option(None, help="'demo', a prepared-data directory, or "
+                                           "default: prepared data if present, else demo."),
+        output: Optional[Path] = typer.Option(None, help="Run directory [results/compare-TIME]."),
+        resume: bool = typer.Option(False, help="Reuse finished cells of an interrupted run."),
+        n_threads: Optional[int] = typer.Option(None, help="llama.cpp threads [all cores]."),
+        gen_kwargs: Optional[str] = typer.Option(None, help="lm-eval gen_kwargs override, "
+                                                 "e.g. max_gen_toks=64."),
+    ):
+        """Base vs tuned models on every backend: metrics, throughput, bootstrap CIs, report."""
+        run_compare(models, tasks, backends, limit, data, output, resume, n_threads, console,
+                    gen_kwargs)
+
+    @app.command("report", rich_help_panel=PANEL)
+    def report_cmd(run: Path = typer.Argument(..., help="A compare run directory.")):
+        """Re-render summary, plots and report.md/html of a run from its saved results."""
+        from ..report import render
+
+        render(run, console=console)
+        console.print(f"[bold]wrote[/] {run}/summary.csv, summary.json, report.md, report.html")
+
+    @app.command("demo", rich_help_panel=PANEL)
+    def demo_cmd(
+        output: Path = typer.Option(Path("results/demo"), help="Run directory."),
+        limit: int = typer.Option(8, help="Demo products per cell."),
+        max_steps: int = typer.Option(60, help="Training steps per missing demo adapter."),
+        resume: bool = typer.Option(True, help="Reuse finished cells."),
+    ):
+        """The main job on the embedded default: train missing demo adapters for the bundled
+        models, then compare base and tuned on both backends on the demo set."""
+        from ..compare import find_adapters
+        from ..models import registry
+        from ..paths import ADAPTERS_DIR
+
+        t0 = time.perf_counter()
+        for name, spec in registry().items():
+            if not spec.bundled or find_adapters(name, "product_review"):
+                continue
+            from ..train import train
+            console.print(f"[bold]training demo adapter[/] for {name} ({max_steps} steps)")
+            train(model=name, task="product_review", data="demo", max_steps=max_steps,
+                  output=str(ADAPTERS_DIR / f"{name}-product_review-demo"))
+        run_compare("all", "product_review", "llama-cpp,hf", limit, "demo", output, resume,
+                    None, console)
+        console.print(f"[bold]demo wall time[/] {time.perf_counter() - t0:.0f} s")

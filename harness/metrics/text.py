@@ -50,3 +50,10 @@ def repeated_ngram_rate(text: str, n: int = 3) -> float:
         rep += g in seen
         seen.add(g)
     return rep / len(grams)
+
+
+def first_paragraph(text: str) -> str:
+    """The first non-empty paragraph of a generation (base models often open with blank lines
+    and run on into a new 'Product:' block)."""
+    text = (text or "").strip()
+    return text.split("\n\n", 1)[0].strip()

@@ -19,3 +19,9 @@ def doc_to_target(doc):
 
 def process_results(doc, results):
     return score_review(record_of(doc), results[0])
+
+
+def first_paragraph(resps, docs):
+    """lm-eval filter: each response trimmed to its first non-empty paragraph."""
+    from harness.metrics.text import first_paragraph as fp
+    return [[fp(r) for r in rs] for rs in resps]

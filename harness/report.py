@@ -1,0 +1,537 @@
+"""Report stage: a finished (or partial) compare run directory -> summary.csv/json, stats,
+PNG plots, report.md, a self-contained report.html and Rich tables. Reads saved files only, so
+`harness report RUN` re-renders without running a model."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .io import HarnessError, read_json, read_jsonl, write_json, write_text
+
+THROUGHPUT = ("prompt_tokens_per_second", "generation_tokens_per_second",
+              "time_to_first_token_s", "wall_s", "peak_rss_mb")
+ID_COLS = ("model", "variant", "adapter", "backend", "task", "status", "reason", "n")
+# The metric each task is judged by first (per-sample diffs, plots), best first in this list.
+PRIMARY = {"product_review": ("hallucination_rate", "rouge_l"),
+           "product_department": ("acc",), "product_department_gen": ("exact_match", "acc"),
+           "product_aisle": ("acc",), "product_nextitem": ("mrr", "hit@10")}
+# Columns of the terminal table (the files keep every metric).
+KEY_METRICS = {"product_review": ("hallucination_rate", "contradiction", "bits_per_byte",
+                                  "relevance_product", "attribute_coverage", "rouge_l",
+                                  "distinct_2", "degenerate"),
+               "product_department": ("acc", "f1"), "product_department_gen": ("exact_match", "f1"),
+               "product_aisle": ("acc", "f1"),
+               "product_nextitem": ("hit@1", "hit@10", "ndcg@10", "mrr")}
+SHORT = {"prompt_tokens_per_second": "prompt t/s", "generation_tokens_per_second": "gen t/s",
+         "time_to_first_token_s": "TTFT s", "peak_rss_mb": "RSS MB", "hallucination_rate": "halluc",
+         "contradiction": "contra", "bits_per_byte": "bpb", "relevance_product": "rel prod",
+         "attribute_coverage": "attr cov", "rouge_l": "rougeL", "distinct_2": "dist2",
+         "degenerate": "degen", "smollm2-135m-instruct": "smollm2-135m", "llama2-7b-chat": "llama2-7b",
+         "mistral-7b-instruct": "mistral-7b", "tuned-merged-q4_k_m": "tuned-q4km"}
+LOWER_IS_BETTER = {"hallucination_rate", "contradiction", "bits_per_byte", "repeated_3gram_rate",
+                   "degenerate", "unsupported", "contradicted", "time_to_first_token_s",
+                   "peak_rss_mb", "wall_s", "perplexity", "word_perplexity", "byte_perplexity"}
+
+
+# --- loading -------------------------------------------------------------------------------
+
+def load_run(run: Path) -> tuple[dict, list[dict]]:
+    run = Path(run)
+    manifest = run / "run.json"
+    if not manifest.exists():
+        raise HarnessError(f"{run}: not a compare run (no run.json)")
+    state = read_json(manifest)
+    cells = []
+    for c in state["cells"]:
+        cdir = run / "cells" / c["key"]
+        res_file = cdir / "results.json"
+        c = dict(c)
+        if res_file.exists():
+            c["results"] = read_json(res_file)
+            sf = cdir / f"samples_{c['task']}.jsonl"
+            c["samples"] = list(read_jsonl(sf)) if sf.exists() else []
+            if c["status"] in ("pending", "failed"):
+                c["status"] = "done"
+        cells.append(c)
+    return state, cells
+
+
+def _metrics_of(cell: dict) -> dict:
+    res = cell.get("results", {}).get("results", {}).get(cell["task"], {})
+    out = {}
+    for k, v in res.items():
+        if "," not in k or "stderr" in k or not isinstance(v, (int, float)):
+            continue
+        out[k.split(",")[0]] = float(v)
+    return out
+
+
+def _per_sample(cell: dict, metric: str) -> dict:
+    """doc_id -> per-sample value of a metric."""
+    out = {}
+    for s in cell.get("samples", []):
+        v = s.get(metric)
+        if isinstance(v, bool):
+            v = float(v)
+        if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
+            out[s["doc_id"]] = float(v)
+    return out
+
+
+def summary_rows(cells: list[dict]) -> list[dict]:
+    rows = []
+    for c in cells:
+        row = {k: c.get(k) for k in ID_COLS if k != "n"}
+        row["adapter"] = Path(c["adapter"]).name if c.get("adapter") else ""
+        row["n"] = len(c.get("samples", [])) or None
+        row.update(_metrics_of(c))
+        tp = c.get("results", {}).get("throughput", {})
+        for k in THROUGHPUT:
+            row[k] = tp.get(k)
+        row["cell_wall_s"] = c.get("wall_s")
+        row["key"] = c.get("key")
+        rows.append(row)
+    return rows
+
+
+def baseline_rows(tasks: list[str], data) -> list[dict]:
+    """Classical baselines of the classification / recommendation tasks, as extra rows."""
+    try:
+        from .baselines import baseline_scores
+    except ImportError:
+        return []
+    rows = []
+    for task in tasks:
+        try:
+            scores = baseline_scores(task, data)
+        except (HarnessError, KeyError, ValueError):
+            continue
+        for name, metrics in (scores or {}).items():
+            rows.append({"model": f"baseline:{name}", "variant": "baseline", "adapter": "",
+                         "backend": "sklearn/python", "task": task, "status": "done",
+                         "reason": "", **metrics})
+    return rows
+
+
+# --- statistics ----------------------------------------------------------------------------
+
+def comparisons(cells: list[dict], n_boot: int = 2000, seed: int = 0) -> list[dict]:
+    """Tuned minus base, per metric, on the same documents, with paired bootstrap 95% CIs."""
+    base = {(c["model"], c["backend"], c["task"]): c for c in cells
+            if c["variant"] == "base" and c.get("samples")}
+    out = []
+    for c in cells:
+        if c["variant"] == "base" or not c.get("samples"):
+            continue
+        b = base.get((c["model"], c["backend"], c["task"]))
+        if b is None:
+            continue
+        from .metrics.bootstrap import paired_bootstrap
+        for metric in sorted(set(_metrics_of(c)) & set(_metrics_of(b))):
+            xb, xt = _per_sample(b, metric), _per_sample(c, metric)
+            ids = sorted(set(xb) & set(xt))
+            if len(ids) < 2:
+                continue
+            st = paired_bootstrap([xb[i] for i in ids], [xt[i] for i in ids], n_boot=n_boot,
+                                  seed=seed)
+            out.append({"model": c["model"], "variant": c["variant"],
+                        "adapter": Path(c["adapter"]).name if c.get("adapter") else "",
+                        "backend": c["backend"], "task": c["task"], "metric": metric,
+                        "base": float(np.mean([xb[i] for i in ids])),
+                        "tuned": float(np.mean([xt[i] for i in ids])),
+                        "diff": st["diff"], "lo": st["lo"], "hi": st["hi"],
+                        "p_value": st.get("p_value"), "n": len(ids),
+                        "better": _better(metric, st)})
+    return out
+
+
+def _better(metric: str, st: dict) -> str:
+    lower = metric in LOWER_IS_BETTER
+    if st["lo"] > 0:
+        return "worse" if lower else "better"
+    if st["hi"] < 0:
+        return "better" if lower else "worse"
+    return "no significant change"
+
+
+def _primary(task: str, metrics: set[str]) -> str | None:
+    for m in PRIMARY.get(task, ()):
+        if m in metrics:
+            return m
+    return sorted(metrics)[0] if metrics else None
+
+
+def sample_diffs(cells: list[dict], k: int = 3) -> list[dict]:
+    """Per tuned cell: the k most improved and k most regressed documents on the primary metric,
+    with the base and tuned outputs side by side."""
+    base = {(c["model"], c["backend"], c["task"]): c for c in cells
+            if c["variant"] == "base" and c.get("samples")}
+    out = []
+    for c in cells:
+        b = base.get((c["model"], c["backend"], c["task"]))
+        if c["variant"] == "base" or not c.get("samples") or b is None:
+            continue
+        metric = _primary(c["task"], set(_metrics_of(c)))
+        if metric is None:
+            continue
+        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+        xb, xt = _per_sample(b, metric), _per_sample(c, metric)
+        bs = {s["doc_id"]: s for s in b["samples"]}
+        ts = {s["doc_id"]: s for s in c["samples"]}
+        diffs = sorted(((sign * (xt[i] - xb[i]), i) for i in set(xb) & set(xt)))
+        pick = [("regressed", d, i) for d, i in diffs[:k] if d < 0] + \
+               [("improved", d, i) for d, i in reversed(diffs[-k:]) if d > 0]
+        for kind, d, i in pick:
+            out.append({"model": c["model"], "variant": c["variant"], "backend": c["backend"],
+                        "task": c["task"], "metric": metric, "kind": kind, "doc_id": i,
+                        "product": _title(bs[i]), "base_value": xb[i], "tuned_value": xt[i],
+                        "base_output": _resp(bs[i]), "tuned_output": _resp(ts[i])})
+    return out
+
+
+def _title(sample: dict) -> str:
+    doc = sample.get("doc", {})
+    try:
+        rec = json.loads(doc["record"]) if "record" in doc else doc
+        return rec.get("product", {}).get("title") or rec.get("title") or str(rec.get("id", ""))
+    except (ValueError, TypeError):
+        return ""
+
+
+def _resp(sample: dict) -> str:
+    r = sample.get("filtered_resps") or sample.get("resps") or [""]
+    while isinstance(r, list) and r:
+        r = r[0]
+    return str(r) if not isinstance(r, list) else ""
+
+
+# --- plots ---------------------------------------------------------------------------------
+
+def _bootstrap_mean_ci(values: list[float], n_boot: int = 1000, seed: int = 0):
+    if len(values) < 2:
+        return (float("nan"),) * 2
+    rng = np.random.default_rng(seed)
+    v = np.asarray(values)
+    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def plots(cells: list[dict], rows: list[dict], out: Path) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    done = [c for c in cells if c.get("samples")]
+    for task in sorted({c["task"] for c in done}):
+        tc = [c for c in done if c["task"] == task]
+        metrics = sorted(set.intersection(*(set(_metrics_of(c)) for c in tc)))
+        metrics = [m for m in metrics if m not in ("length_words",)][:8]
+        if not metrics:
+            continue
+        fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), squeeze=False)
+        labels = [f"{c['model']}\n{c['variant']}\n{c['backend']}" for c in tc]
+        for ax, m in zip(axes[0], metrics):
+            means, errs = [], [[], []]
+            for c in tc:
+                vals = list(_per_sample(c, m).values())
+                mu = float(np.mean(vals)) if vals else float("nan")
+                lo, hi = _bootstrap_mean_ci(vals)
+                means.append(mu)
+                errs[0].append(max(mu - lo, 0) if not math.isnan(lo) else 0)
+                errs[1].append(max(hi - mu, 0) if not math.isnan(hi) else 0)
+            ax.bar(range(len(tc)), means, yerr=errs, capsize=3,
+                   color=["#4c72b0" if c["variant"] == "base" else "#dd8452" for c in tc])
+            ax.set_title(m + (" (lower better)" if m in LOWER_IS_BETTER else ""), fontsize=9)
+            ax.set_xticks(range(len(tc)), labels, fontsize=6, rotation=60, ha="right")
+        fig.suptitle(f"{task}: mean per metric, 95% bootstrap CI (blue base, orange tuned)",
+                     fontsize=10)
+        fig.tight_layout()
+        p = out / f"metrics_{task}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        made.append(p)
+
+        # quality vs generation speed
+        prim = _primary(task, set(metrics))
+        pts = [(r.get("generation_tokens_per_second"), r.get(prim), r) for r in rows
+               if r["task"] == task and r.get("status") in ("done", "cached")]
+        pts = [p_ for p_ in pts if p_[0] and p_[1] is not None]
+        if pts and prim:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for x, y, r in pts:
+                ax.scatter(x, y, marker="o" if r["backend"] == "llama-cpp" else "s",
+                           color="#4c72b0" if r["variant"] == "base" else "#dd8452")
+                ax.annotate(f"{r['model']} {r['variant']} {r['backend']}", (x, y), fontsize=6)
+            ax.set_xlabel("generation tokens/s (CPU)")
+            ax.set_ylabel(prim + (" (lower better)" if prim in LOWER_IS_BETTER else ""))
+            ax.set_title(f"{task}: quality vs speed (circle llama.cpp, square transformers)",
+                         fontsize=9)
+            fig.tight_layout()
+            p = out / f"quality_vs_speed_{task}.png"
+            fig.savefig(p, dpi=110)
+            plt.close(fig)
+            made.append(p)
+
+    # hallucination by claim kind (per-claim detail kept in the samples by the metric)
+    kinds: dict[str, dict[str, list[int]]] = {}
+    for c in done:
+        if c["task"] != "product_review":
+            continue
+        label = f"{c['model']} {c['variant']} {c['backend']}"
+        for s in c["samples"]:
+            for claim in _claims(s):
+                k = claim.get("kind", "other")
+                tot = kinds.setdefault(label, {}).setdefault(k, [0, 0])
+                tot[0] += 1
+                tot[1] += claim.get("status") in ("unsupported", "contradicted")
+    if kinds:
+        all_kinds = sorted({k for v in kinds.values() for k in v})
+        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(all_kinds)), 4))
+        w = 0.8 / max(len(kinds), 1)
+        for j, (label, per) in enumerate(sorted(kinds.items())):
+            rates = [per.get(k, [0, 0])[1] / per[k][0] if per.get(k, [0])[0] else 0
+                     for k in all_kinds]
+            ax.bar(np.arange(len(all_kinds)) + j * w, rates, w, label=label)
+        ax.set_xticks(np.arange(len(all_kinds)) + 0.4 - w / 2, all_kinds, rotation=30,
+                      fontsize=7, ha="right")
+        ax.set_ylabel("unsupported or contradicted / claims")
+        ax.set_title("product_review: hallucination by claim kind", fontsize=9)
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        p = out / "hallucination_by_kind.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        made.append(p)
+    return made
+
+
+def _claims(sample: dict) -> list[dict]:
+    for key in ("hallucination_claims", "claims"):
+        v = sample.get(key)
+        if isinstance(v, str):
+            try:
+                v = json.loads(v)
+            except ValueError:
+                v = None
+        if isinstance(v, list):
+            return [c for c in v if isinstance(c, dict)]
+    return []
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _table_cols(rows: list[dict]) -> list[str]:
+    metric_cols = sorted({k for r in rows for k, v in r.items()
+                          if k not in ID_COLS and k not in THROUGHPUT and k not in
+                          ("cell_wall_s", "key") and isinstance(v, (int, float))})
+    return ["model", "variant", "adapter", "backend", "task", "status", "n", *metric_cols,
+            "prompt_tokens_per_second", "generation_tokens_per_second", "time_to_first_token_s",
+            "peak_rss_mb", "cell_wall_s"]
+
+
+def _best(rows: list[dict], col: str):
+    vals = [r.get(col) for r in rows if isinstance(r.get(col), (int, float))
+            and not r["model"].startswith("baseline:")]
+    if len(vals) < 2 or col in ("n", "cell_wall_s"):
+        return None
+    lower = col in LOWER_IS_BETTER
+    return min(vals) if lower else max(vals)
+
+
+def markdown(state: dict, rows, comps, diffs, pngs) -> str:
+    cfg = state.get("config", {})
+    lines = [f"# Comparison report", "",
+             f"Command: `harness compare --models {_models_arg(cfg)} --tasks "
+             f"{','.join(cfg.get('tasks', []))} --backends {','.join(cfg.get('backends', []))}"
+             + (f" --limit {cfg['limit']}" if cfg.get("limit") else "")
+             + (f" --data {cfg['data']}" if cfg.get("data") else "") + "`", "",
+             f"Run wall time: {state.get('wall_s', 'unfinished')} s. Bold = best in column "
+             f"(among LLM rows). Throughput is measured on this machine's CPU.", ""]
+    for task in sorted({r["task"] for r in rows}):
+        tr = [r for r in rows if r["task"] == task]
+        cols = [c for c in _table_cols(tr) if any(r.get(c) not in (None, "") for r in tr)]
+        lines += [f"## {task}", "", "| " + " | ".join(cols) + " |",
+                  "|" + "---|" * len(cols)]
+        for r in tr:
+            cells = []
+            for c in cols:
+                s = _fmt(r.get(c))
+                if r.get("status") == "unavailable" and c == "status":
+                    s = f"unavailable: {r.get('reason', '')}"
+                if s and _best(tr, c) is not None and r.get(c) == _best(tr, c):
+                    s = f"**{s}**"
+                cells.append(s.replace("|", "\\|"))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        tc = [c for c in comps if c["task"] == task]
+        if tc:
+            lines += ["### Tuned minus base (paired bootstrap 95% CI, same documents)", "",
+                      "| model | variant | backend | metric | base | tuned | diff | 95% CI | verdict |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for c in tc:
+                lines.append(f"| {c['model']} | {c['variant']} | {c['backend']} | {c['metric']} | "
+                             f"{c['base']:.4g} | {c['tuned']:.4g} | {c['diff']:+.4g} | "
+                             f"[{c['lo']:+.4g}, {c['hi']:+.4g}] | {c['better']} |")
+            lines.append("")
+        td = [d for d in diffs if d["task"] == task]
+        if td:
+            lines += ["### Per-sample differences (most improved and most regressed)", ""]
+            for d in td:
+                lines += [f"- **{d['kind']}** ({d['model']} {d['variant']} {d['backend']}, "
+                          f"{d['metric']} {d['base_value']:.3g} → {d['tuned_value']:.3g}): "
+                          f"*{d['product'][:120]}*",
+                          f"  - base: {d['base_output'][:400]!r}",
+                          f"  - tuned: {d['tuned_output'][:400]!r}"]
+            lines.append("")
+    unavailable = [r for r in rows if r.get("status") == "unavailable"]
+    if unavailable:
+        lines += ["## Unavailable models", ""]
+        for m in sorted({(r["model"], r["reason"]) for r in unavailable}):
+            lines.append(f"- `{m[0]}`: {m[1]}")
+        lines.append("")
+    failed = [r for r in rows if r.get("status") == "failed"]
+    if failed:
+        lines += ["## Failed cells", ""] + [f"- {r['model']} {r['variant']} {r['backend']} "
+                                             f"{r['task']}: {r['reason']}" for r in failed] + [""]
+    lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs] + [""]
+    return "\n".join(lines)
+
+
+def _models_arg(cfg: dict) -> str:
+    m = cfg.get("models", "all")
+    return m if isinstance(m, str) else ",".join(m)
+
+
+def html_report(md_rows_html: str, pngs: list[Path], title: str) -> str:
+    imgs = "".join(
+        f'<figure><img alt="{p.stem}" src="data:image/png;base64,'
+        f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{p.stem}</figcaption></figure>'
+        for p in pngs)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}}
+table{{border-collapse:collapse;font-size:12px;margin:1em 0}}td,th{{border:1px solid #ccc;
+padding:3px 6px}}th{{background:#eee}}b{{color:#0a6}}img{{max-width:100%}}
+code{{background:#f4f4f4}}figure{{margin:1em 0}}</style></head><body>{md_rows_html}{imgs}
+</body></html>"""
+
+
+def _md_to_html(md: str) -> str:
+    """Just enough Markdown for our own report: headings, tables, lists, bold, code."""
+    import re
+
+    out, in_table = [], False
+    for line in md.splitlines():
+        esc = html.escape(line)
+        esc = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", esc)
+        esc = re.sub(r"`(.+?)`", r"<code>\1</code>", esc)
+        esc = re.sub(r"\*(.+?)\*", r"<i>\1</i>", esc)
+        if line.startswith("|"):
+            cells = [c.strip() for c in esc.strip("|").split("|")]
+            if set(line.replace("|", "").strip()) <= {"-"}:
+                continue
+            if not in_table:
+                out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in cells) + "</tr>")
+                in_table = True
+            else:
+                out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            out.append("</table>")
+            in_table = False
+        if line.startswith("!["):
+            continue  # images are embedded separately
+        m = re.match(r"^(#+) (.*)", esc)
+        if m:
+            out.append(f"<h{len(m.group(1))}>{m.group(2)}</h{len(m.group(1))}>")
+        elif line.strip().startswith("- "):
+            out.append(f"<div style='margin-left:{(len(line) - len(line.lstrip())) * 8}px'>• "
+                       f"{esc.strip()[2:]}</div>")
+        elif esc.strip():
+            out.append(f"<p>{esc}</p>")
+    if in_table:
+        out.append("</table>")
+    return "\n".join(out)
+
+
+def render(run: Path, console=None) -> dict:
+    """Write summary.csv/json, stats.json, plots, report.md and report.html for a run."""
+    import pandas as pd
+
+    run = Path(run)
+    state, cells = load_run(run)
+    rows = summary_rows(cells)
+    cfg = state.get("config", {})
+    rows += baseline_rows(sorted({c["task"] for c in cells} - {"product_review"}),
+                          cfg.get("data"))
+    comps = comparisons(cells)
+    diffs = sample_diffs(cells)
+    df = pd.DataFrame(rows)
+    from .io import atomic_path
+    with atomic_path(run / "summary.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    write_json(run / "summary.json", {"rows": rows, "comparisons": comps, "sample_diffs": diffs,
+                                      "config": cfg, "wall_s": state.get("wall_s")})
+    pngs = plots(cells, rows, run)
+    md = markdown(state, rows, comps, diffs, pngs)
+    write_text(run / "report.md", md)
+    write_text(run / "report.html", html_report(_md_to_html(md), pngs, f"harness compare {run.name}"))
+    if console is not None:
+        print_tables(rows, comps, console)
+    return {"rows": rows, "comparisons": comps, "plots": pngs, "dir": run}
+
+
+def print_tables(rows, comps, console) -> None:
+    from rich.table import Table
+
+    for task in sorted({r["task"] for r in rows}):
+        tr = [r for r in rows if r["task"] == task]
+        present = {k for r in tr for k, v in r.items() if isinstance(v, (int, float))}
+        metrics = [m for m in KEY_METRICS.get(task, ()) if m in present] or \
+            [c for c in _table_cols(tr)[7:-5] if c in present][:6]
+        cols = ["model", "variant", "backend", "status", "n", *metrics,
+                "generation_tokens_per_second", "prompt_tokens_per_second",
+                "time_to_first_token_s", "peak_rss_mb"]
+        t = Table(title=f"{task}", show_lines=False, pad_edge=False)
+        for c in cols:
+            t.add_column(SHORT.get(c, c), overflow="fold",
+                         justify="right" if c not in ("model", "variant", "backend", "status")
+                         else "left")
+        for r in tr:
+            vals = []
+            for c in cols:
+                s = SHORT.get(_fmt(r.get(c)), _fmt(r.get(c)))
+                if c == "status" and r.get("status") == "unavailable":
+                    s = "[red]n/a[/]"
+                elif s and _best(tr, c) is not None and r.get(c) == _best(tr, c):
+                    s = f"[bold green]{s}[/]"
+                vals.append(s)
+            t.add_row(*vals)
+        console.print(t)
+        tc = [c for c in comps if c["task"] == task and c["metric"] in (metrics or [c["metric"]])]
+        if tc:
+            ct = Table(title=f"{task}: tuned − base (paired bootstrap 95% CI)")
+            for c in ("model", "variant", "backend", "metric", "diff", "95% CI", "verdict"):
+                ct.add_column(c)
+            for c in tc:
+                color = {"better": "green", "worse": "red"}.get(c["better"], "white")
+                ct.add_row(SHORT.get(c["model"], c["model"]), SHORT.get(c["variant"], c["variant"]),
+                           c["backend"], c["metric"], f"{c['diff']:+.4g}",
+                           f"[{c['lo']:+.4g}, {c['hi']:+.4g}]", f"[{color}]{c['better']}[/]")
+            console.print(ct)
+    un = sorted({(r["model"], r["reason"]) for r in rows if r.get("status") == "unavailable"})
+    for m, why in un:
+        console.print(f"[yellow]unavailable[/] {why}", soft_wrap=True)

@@ -1,0 +1,131 @@
+"""`harness compare`: the grid of cells, unavailable 7B rows, base vs tuned with CIs, the
+report files, and resuming an interrupted run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.paths import ROOT
+
+ALL_MODELS = {"smollm2-135m-instruct", "gemma3-270m", "llama2-7b-chat", "mistral-7b-instruct",
+              "structlm-7b"}
+
+
+def make_adapter(dest: Path, seed: int = 0) -> Path:
+    """A real PEFT LoRA adapter on SmolLM2 (not trained: lora_B set to small random values so
+    it changes outputs), with the training.json that compare uses to find adapters."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from harness.models import resolve_hf
+
+    pretrained, gguf = resolve_hf("smollm2-135m-instruct")
+    model = AutoModelForCausalLM.from_pretrained(pretrained, gguf_file=gguf, dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=[
+        "q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    peft_model.save_pretrained(dest)
+    (dest / "training.json").write_text(json.dumps(
+        {"base_model": "smollm2-135m-instruct", "task": "product_review", "method": "lora",
+         "note": "test adapter, not trained"}))
+    return dest
+
+
+def _cli(args, env, timeout=1500):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = dict(os.environ)
+    e["HARNESS_ADAPTERS_DIR"] = str(tmp_path / "adapters")
+    (tmp_path / "adapters").mkdir()
+    return e
+
+
+def test_compare_all_models_base_only(tmp_path, env):
+    out = tmp_path / "run"
+    r = _cli(["compare", "--models", "all", "--limit", "2", "--data", "demo", "--backends",
+              "llama-cpp", "--gen-kwargs", "max_gen_toks=24", "--output", str(out)], env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    df = pd.read_csv(out / "summary.csv")
+    assert set(df["model"]) == ALL_MODELS
+    avail = df[df["status"] == "done"]
+    assert set(avail["model"]) == {"smollm2-135m-instruct", "gemma3-270m"}
+    un = df[df["status"] == "unavailable"]
+    assert set(un["model"]) == {"llama2-7b-chat", "mistral-7b-instruct", "structlm-7b"}
+    assert un["reason"].str.contains("HARNESS_HF_").all()
+    for col in ("generation_tokens_per_second", "prompt_tokens_per_second",
+                "time_to_first_token_s", "peak_rss_mb", "rouge_l"):
+        assert avail[col].notna().all() and (avail[col] >= 0).all(), col
+    assert (out / "report.md").read_text().count("unavailable") >= 3
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    assert len(list(out.glob("*.png"))) >= 2
+    # `harness report` re-renders from saved files without a model
+    (out / "report.md").unlink()
+    r2 = _cli(["report", str(out)], env, timeout=300)
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert (out / "report.md").exists()
+
+
+def test_compare_base_vs_tuned_with_ci_and_sample_diffs(tmp_path, env):
+    make_adapter(Path(env["HARNESS_ADAPTERS_DIR"]) / "smollm2-test")
+    out = tmp_path / "run"
+    r = _cli(["compare", "--models", "smollm2-135m-instruct", "--limit", "4", "--data", "demo",
+              "--backends", "hf", "--gen-kwargs", "max_gen_toks=24", "--output", str(out)], env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    df = pd.read_csv(out / "summary.csv")
+    assert set(df["variant"]) == {"base", "tuned"}
+    summary = json.loads((out / "summary.json").read_text())
+    comps = [c for c in summary["comparisons"] if c["metric"] == "rouge_l"]
+    assert comps and comps[0]["lo"] <= comps[0]["diff"] <= comps[0]["hi"]
+    assert comps[0]["n"] == 4
+    md = (out / "report.md").read_text()
+    assert "Tuned minus base" in md and "95% CI" in md
+    assert "Per-sample differences" in md and "base:" in md and "tuned:" in md
+
+
+def test_compare_resume_reuses_finished_cells(tmp_path, env):
+    out = tmp_path / "run"
+    args = ["compare", "--models", "smollm2-135m-instruct,gemma3-270m", "--limit", "2",
+            "--data", "demo", "--backends", "llama-cpp", "--gen-kwargs", "max_gen_toks=16",
+            "--output", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 900
+    first = None
+    while time.time() < deadline and first is None:
+        done = list((out / "cells").glob("*/results.json")) if (out / "cells").exists() else []
+        first = done[0] if done else None
+        time.sleep(0.5)
+    assert first is not None, "no cell finished"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = json.loads((out / "run.json").read_text())
+    assert state["status"] == "running"
+    mtime = first.stat().st_mtime_ns
+    # without --resume an unfinished run is refused, not overwritten
+    r = _cli(args, env)
+    assert r.returncode == 2 and "--resume" in r.stderr
+    r = _cli(args + ["--resume"], env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert first.stat().st_mtime_ns == mtime, "a finished cell was rerun"
+    state = json.loads((out / "run.json").read_text())
+    statuses = [c["status"] for c in state["cells"]]
+    assert "cached" in statuses and statuses.count("done") + statuses.count("cached") == 2
+    assert state["status"] == "finished"

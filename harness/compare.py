@@ -136,10 +136,10 @@ def run_cell(cell: Cell, out_dir: Path, *, limit, data, n_threads=None, seed=0,
     from .evaluate import evaluate
 
     model, args = _model_args(cell, n_threads)
-    os.environ["HARNESS_MODEL_UNDER_TEST"] = cell.model  # fluency reference LM must differ
     t0 = time.perf_counter()
     res = evaluate(model, args, [cell.task], limit=limit, log_samples=True,
-                   metadata={"data": data} if data else None, seed=seed, gen_kwargs=gen_kwargs)
+                   metadata={"data": data} if data else None, seed=seed, gen_kwargs=gen_kwargs,
+                   model_under_test=cell.model)  # the fluency reference LM must differ
     cell.wall_s = round(time.perf_counter() - t0, 2)
     res["harness_cell"] = asdict(cell)
     from .evaluate import save_results

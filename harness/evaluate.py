@@ -57,6 +57,14 @@ def is_chat_model(model_args: dict) -> bool:
     return False
 
 
+def _mark_model_under_test(margs: dict) -> None:
+    """Tell the metrics which model is being evaluated (the fluency reference LM must be
+    another one)."""
+    name = margs.get("model") or margs.get("pretrained")
+    if name:
+        os.environ["HARNESS_MODEL_UNDER_TEST"] = str(name)
+
+
 def _register() -> None:
     from . import backends  # noqa: F401  (registers llama-cpp and harness-hf)
 
@@ -98,6 +106,8 @@ def prepare_argv(argv: list[str]) -> list[str]:
             margs = {"model": "smollm2-135m-instruct"}
         if is_chat_model(margs):
             argv.append("--apply_chat_template")
+    if "--model_args" in argv:
+        _mark_model_under_test(parse_model_args(argv[argv.index("--model_args") + 1]))
     if "--no_chat_template" in argv:
         argv.remove("--no_chat_template")
     return argv
@@ -123,7 +133,8 @@ def run_cli(argv: list[str]) -> None:
 def evaluate(model: str, model_args: str | dict, tasks: list[str], *, limit: int | None = None,
              output_path: str | os.PathLike | None = None, log_samples: bool = True,
              apply_chat_template: bool | None = None, metadata: dict | None = None,
-             batch_size: int | str = 1, gen_kwargs: str | None = None, seed: int = 0) -> dict:
+             batch_size: int | str = 1, gen_kwargs: str | None = None, seed: int = 0,
+             model_under_test: str | None = None) -> dict:
     """Python API: run lm-eval in-process, return its results dict with `throughput`; when
     output_path is given, write results.json (+ samples_<task>.jsonl) there atomically."""
     set_offline_defaults()
@@ -134,6 +145,7 @@ def evaluate(model: str, model_args: str | dict, tasks: list[str], *, limit: int
     from .backends.throughput import METER
 
     margs = parse_model_args(model_args)
+    _mark_model_under_test({"model": model_under_test} if model_under_test else margs)
     if apply_chat_template is None:
         apply_chat_template = is_chat_model(margs)
     METER.reset()

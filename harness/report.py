@@ -354,7 +354,7 @@ def _best(rows: list[dict], col: str):
 
 def markdown(state: dict, rows, comps, diffs, pngs) -> str:
     cfg = state.get("config", {})
-    lines = [f"# Comparison report", "",
+    lines = ["# Comparison report", "",
              f"Command: `harness compare --models {_models_arg(cfg)} --tasks "
              f"{','.join(cfg.get('tasks', []))} --backends {','.join(cfg.get('backends', []))}"
              + (f" --limit {cfg['limit']}" if cfg.get("limit") else "")

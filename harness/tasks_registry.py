@@ -11,7 +11,7 @@ from .data import SPLITS, resolve_data_file
 from .io import HarnessError, read_jsonl
 
 # Task names whose prompt builders live outside prompts.py register them on import.
-TASK_MODULES: list[str] = []
+TASK_MODULES: list[str] = ["harness.task_prompts"]
 
 
 def read_records(task: str, split: str, data=None) -> list[dict]:

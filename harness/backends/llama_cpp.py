@@ -13,6 +13,7 @@ import os
 import time
 import weakref
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from lm_eval.api.model import TemplateLM
@@ -104,6 +105,11 @@ class StopScanner:
                 text = text[:i]
         return text
 
+    def stable(self) -> str:
+        """The text so far that no stop string can still cut (for streaming)."""
+        hold = max((len(u) for u in self.until), default=1) - 1
+        return self.text[: len(self.text) - hold] if hold else self.text
+
 
 @register_model("llama-cpp", "llamacpp")
 class LlamaCppLM(TemplateLM):
@@ -163,7 +169,10 @@ class LlamaCppLM(TemplateLM):
 
     # --- generation --------------------------------------------------------------------
     def generate_one(self, context: str, until: list[str], max_gen_toks: int,
-                     temperature: float = 0.0, seed: int | None = None) -> str:
+                     temperature: float = 0.0, seed: int | None = None,
+                     on_text: Callable[[str], None] | None = None) -> str:
+        """One completion. on_text, when given, receives the text as it is generated (pieces
+        that together make exactly the returned text)."""
         prompt = self.prompt_tokens(context)
         budget = self.n_ctx - max_gen_toks
         if len(prompt) > budget:  # keep the end of the prompt, as lm-eval's HF backend does
@@ -173,7 +182,7 @@ class LlamaCppLM(TemplateLM):
         if seed is not None:
             self.llm.set_seed(seed)
         t0 = time.perf_counter()
-        ttft, n = None, 0
+        ttft, n, sent = None, 0, ""
         for tok in self.llm.generate(prompt, temp=float(temperature), top_k=0 if not temperature
                                      else 40, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True):
             if ttft is None:
@@ -181,11 +190,18 @@ class LlamaCppLM(TemplateLM):
             if tok in self.eog:
                 break
             n += 1
-            if scanner.push(tok) or n >= max_gen_toks:
+            stop = scanner.push(tok) or n >= max_gen_toks
+            if on_text and not stop and len(piece := scanner.stable()) > len(sent):
+                on_text(piece[len(sent):])
+                sent = piece
+            if stop:
                 break
         total = time.perf_counter() - t0
         METER.add(len(prompt), ttft or total, max(n, 1), total)
-        return scanner.result()
+        text = scanner.result()
+        if on_text and len(text) > len(sent):
+            on_text(text[len(sent):])
+        return text
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         out = []
@@ -210,19 +226,26 @@ class LlamaCppLM(TemplateLM):
 
     def score_tokens(self, tokens: list[int], cont_len: int) -> tuple[float, bool]:
         """Sum of log-probs of the last cont_len tokens given the ones before; and whether each
-        was the argmax. Reuses the evaluated prefix of the previous call (multiple choice)."""
+        was the argmax. Reuses the evaluated prefix of the previous call (multiple choice).
+
+        Row i of llm.scores holds the logits after tokens[:i+1]; rows of the shared prefix stay
+        valid, so only tokens[common:-1] are evaluated: the last token is scored, never fed
+        (a one-token answer after an already evaluated context costs no decode at all)."""
         llm = self._scoring_llm()
         tokens = tokens[-self.n_ctx:]
+        cont_len = min(cont_len, len(tokens) - 1)
         common = 0
         for a, b in zip(llm.input_ids[: llm.n_tokens], tokens):
             if a != b:
                 break
             common += 1
-        start = len(tokens) - cont_len - 1  # first logits row we need
-        common = min(common, start + 1 if start >= 0 else 0, len(tokens) - 1)
+        start = len(tokens) - cont_len - 1  # logits row that predicts the first scored token
+        need = len(tokens) - 1              # rows start .. need-1 are read
+        common = min(common, need)
         llm.n_tokens = common
-        llm.eval(tokens[common:])
-        logits = np.asarray(llm.scores[start: len(tokens) - 1], dtype=np.float64)
+        if common < need:
+            llm.eval(tokens[common:need])
+        logits = np.asarray(llm.scores[start:need], dtype=np.float64)
         logits -= logits.max(axis=1, keepdims=True)
         logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
         target = np.asarray(tokens[len(tokens) - cont_len:])

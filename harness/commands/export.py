@@ -1,5 +1,131 @@
-"""`harness` commands of the export stage."""
+"""`harness` commands of the export stage: `harness export` (adapter or base model -> GGUF)
+and `harness generate` (offline reviews with llama.cpp). The logic is in harness.export and
+harness.generate."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+PANEL = "Export"
+console = Console()
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def print_verify(v: dict) -> None:
+    t = Table(title=f"GGUF vs {v['reference']} — {v['prompts']} prompts × "
+                    f"≤{v['tokens_per_prompt']} tokens")
+    for c in ("setup", "size", "top-1 agreement", "mean KL", "max KL", "greedy same",
+              "positions"):
+        t.add_column(c, justify="left" if c == "setup" else "right")
+    for label, r in v["rows"].items():
+        t.add_row(label, _mb(r["size_bytes"]), f"{r['top1_agreement']:.2%}",
+                  f"{r['mean_kl']:.5f}", f"{r['max_kl']:.4f}", f"{r['greedy_same']:.0%}",
+                  str(r["positions"]))
+    console.print(t)
+    for pair, same in (v.get("greedy_pairs") or {}).items():
+        console.print(f"greedy continuation identical, {pair}: {same:.0%} of prompts")
 
 
 def register(app) -> None:
-    pass
+    @app.command("export", rich_help_panel=PANEL)
+    def export_cmd(
+        adapter: str = typer.Argument(..., help="PEFT adapter folder (with --base-only: the "
+                                      "base model, a registry name or HF folder)."),
+        fmt: str = typer.Option("gguf-lora", "--format",
+                                help="gguf-lora (llama.cpp LoRA for the base GGUF) or gguf "
+                                     "(merged model)."),
+        quant: List[str] = typer.Option(["q4_k_m"], "--quant", help="For --format gguf: f16, "
+                                        "q8_0, q4_k_m (or f32); repeat for several."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Output folder or .gguf file "
+                                           "[default: ADAPTER/gguf, or cache/models with "
+                                           "--base-only]."),
+        base: Optional[str] = typer.Option(None, "--base", help="Base model (registry name, HF "
+                                           "folder or GGUF) instead of the adapter's own."),
+        base_only: bool = typer.Option(False, "--base-only", help="Export the base model "
+                                       "named by ADAPTER, no adapter."),
+        verify: bool = typer.Option(False, "--verify", help="Compare next-token distributions "
+                                    "with transformers on real product_review prompts."),
+        verify_prompts: int = typer.Option(8, "--verify-prompts", help="Prompts for --verify."),
+        verify_tokens: int = typer.Option(32, "--verify-tokens",
+                                          help="Generated positions per prompt for --verify."),
+        data: Optional[str] = typer.Option(None, "--data", help="Prompts from this prepared "
+                                           "data folder / JSONL / 'demo' [default: prepared "
+                                           "test split, else demo]."),
+        tokenizer_from: Optional[Path] = typer.Option(None, "--tokenizer-from", help="Copy the "
+                                                      "tokenizer metadata from this GGUF."),
+        load_dtype: str = typer.Option("float32", "--load-dtype", help="dtype to load and "
+                                       "merge in (bfloat16 halves the RAM of 7B models)."),
+        lora_type: str = typer.Option("f32", "--lora-type", help="LoRA tensor type: f32 or f16."),
+    ):
+        """Export a LoRA adapter (or a base model) to GGUF for llama.cpp, offline.
+
+        harness export adapters/NAME --format gguf-lora
+        harness export adapters/NAME --format gguf --quant q8_0 --quant q4_k_m --verify
+        harness export --base-only smollm2-135m-instruct --format gguf --quant f16"""
+        from ..export import export
+
+        res = export(None if base_only else adapter, fmt, quant,
+                     base=adapter if base_only else base, out=out,
+                     verify_prompts=verify_prompts if verify else 0, data=data,
+                     verify_tokens=verify_tokens, tokenizer_from=tokenizer_from,
+                     load_dtype=load_dtype, lora_dtype=lora_type, show_progress=True)
+        t = Table(title=f"exported ({res.record['architecture']}, base {res.record['base_model']})")
+        for c in ("type", "file", "size"):
+            t.add_column(c, justify="right" if c == "size" else "left")
+        for label, p in res.files.items():
+            t.add_row(label, str(p), _mb(p.stat().st_size))
+        console.print(t)
+        if res.verify:
+            print_verify(res.verify)
+        folder = next(iter(res.files.values())).parent
+        console.print(f"record: {folder / 'export.json'}")
+
+    @app.command("generate", rich_help_panel=PANEL)
+    def generate_cmd(
+        model: str = typer.Option("smollm2-135m-instruct", "--model", help="GGUF file or "
+                                  "registry name."),
+        lora: Optional[Path] = typer.Option(None, "--lora", help="LoRA adapter GGUF on top."),
+        product: Optional[str] = typer.Option(None, "--product", help="product.json, a JSONL "
+                                              "batch, or - for stdin [default: stdin]."),
+        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="[default: the "
+                                                 "task's max_gen_toks]"),
+        temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
+        seed: int = typer.Option(0, "--seed"),
+        threads: Optional[int] = typer.Option(None, "--threads"),
+        out: Optional[Path] = typer.Option(None, "--out", help="Also write the reviews as "
+                                           "JSONL here."),
+    ):
+        """Write reviews for products with a GGUF model offline, streamed, with throughput."""
+        from ..backends.throughput import METER
+        from ..generate import generate_reviews, open_model, read_products
+        from ..io import write_jsonl
+
+        products = read_products(product)
+        METER.reset()
+        lm = open_model(model, lora, n_threads=threads, seed=seed)
+        rows = []
+        for r in generate_reviews(model, products, lora=lora, max_tokens=max_tokens,
+                                  temperature=temperature, seed=seed, lm=lm,
+                                  on_text=lambda pid, piece: console.print(
+                                      piece, end="", markup=False, highlight=False)):
+            rows.append(r)
+            console.print()
+            console.print(f"[dim]── {r['id']}: {r['generated_tokens']} tokens, "
+                          f"{r['generation_tokens_per_second'] or 0:.1f} tok/s generation, "
+                          f"{r['prompt_tokens_per_second'] or 0:.1f} tok/s prompt[/]")
+        s = METER.summary()
+        t = Table(title=f"{Path(str(lm.model_path)).name}" + (f" + {lora.name}" if lora else ""))
+        for k in ("requests", "generated_tokens", "generation_tokens_per_second",
+                  "prompt_tokens_per_second", "time_to_first_token_s", "load_s", "peak_rss_mb"):
+            t.add_row(k, str(s[k]))
+        console.print(t)
+        if out is not None:
+            write_jsonl(out, rows)
+            console.print(f"reviews: {out}")

@@ -3,7 +3,6 @@ the output directory, writes <out>/<task>/{train,validation,test}.jsonl atomical
 a report {"counts": {source: {split: n}}, "skipped": {reason: n}} for the CLI to print."""
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 

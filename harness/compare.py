@@ -22,7 +22,7 @@ from .io import HarnessError, read_json, sha256_file, write_json
 from .models import availability, get_spec, registry
 from .paths import ADAPTERS_DIR, RESULTS_DIR
 
-BACKENDS = ("llama-cpp", "hf")
+BACKENDS = ("llama-cpp", "hf", "vllm")  # vllm: GPU clusters only (not installed here)
 DEFAULT_TASKS = ("product_review",)
 
 
@@ -109,15 +109,28 @@ def plan(models: str | list[str], tasks, backends, adapters_dir: Path = ADAPTERS
 
 # --- running one cell ----------------------------------------------------------------------
 
-def _model_args(cell: Cell, n_threads: int | None) -> tuple[str, dict]:
+def _model_args(cell: Cell, n_threads: int | None,
+                extra: dict | None = None) -> tuple[str, dict]:
     """lm-eval model name and model_args of a cell. Tuned llama.cpp cells need the adapter in
-    GGUF: exported once (cached next to the adapter) by harness.export."""
+    GGUF: exported once (cached next to the adapter) by harness.export. `extra` model_args pass
+    through to every cell (e.g. parallelize=True for hf on several GPUs)."""
+    extra = dict(extra or {})
     if cell.backend == "hf":
-        args = {"model": cell.model}
+        args = {"model": cell.model, **extra}
         if cell.adapter:
             args["peft"] = cell.adapter
         return "hf", args
-    args = {"model": cell.model, "n_ctx": 2048}
+    if cell.backend == "vllm":
+        from .models import resolve_hf
+        pretrained, gguf = resolve_hf(cell.model)
+        if gguf:
+            raise HarnessError(f"{cell.model}: vllm needs HF-format weights "
+                               f"(HARNESS_HF_{cell.model.upper().replace('-', '_')})")
+        args = {"pretrained": pretrained, **extra}
+        if cell.adapter:
+            args.update(enable_lora=True, lora_local_path=cell.adapter)
+        return "vllm", args
+    args = {"model": cell.model, "n_ctx": 2048, **extra}
     if n_threads:
         args["n_threads"] = n_threads
     if cell.variant == "tuned":
@@ -131,10 +144,10 @@ def _model_args(cell: Cell, n_threads: int | None) -> tuple[str, dict]:
 
 
 def run_cell(cell: Cell, out_dir: Path, *, limit, data, n_threads=None, seed=0,
-             gen_kwargs: str | None = None) -> None:
+             gen_kwargs: str | None = None, model_args: dict | None = None) -> None:
     from .evaluate import evaluate
 
-    model, args = _model_args(cell, n_threads)
+    model, args = _model_args(cell, n_threads, (model_args or {}).get(cell.backend))
     t0 = time.perf_counter()
     res = evaluate(model, args, [cell.task], limit=limit, log_samples=True,
                    metadata={"data": data} if data else None, seed=seed, gen_kwargs=gen_kwargs,
@@ -160,6 +173,7 @@ class CompareConfig:
     seed: int = 0
     merged_quant: str | None = "q4_k_m"
     gen_kwargs: str | None = None
+    model_args: dict | None = None   # backend -> extra lm-eval model_args (pass-through)
 
 
 def compare(cfg: CompareConfig | None = None, progress=None, **kw) -> Path:
@@ -192,7 +206,8 @@ def compare(cfg: CompareConfig | None = None, progress=None, **kw) -> Path:
             continue
         try:
             run_cell(c, out / "cells" / c.key, limit=cfg.limit, data=cfg.data,
-                     n_threads=cfg.n_threads, seed=cfg.seed, gen_kwargs=cfg.gen_kwargs)
+                     n_threads=cfg.n_threads, seed=cfg.seed, gen_kwargs=cfg.gen_kwargs,
+                     model_args=cfg.model_args)
             c.status = "done"
         except HarnessError as e:
             c.status, c.reason = "failed", str(e)

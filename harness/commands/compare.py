@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -31,20 +31,36 @@ def _progress_runner(console):
 
 def run_compare(models: str, tasks: str, backends: str, limit: Optional[int], data: Optional[str],
                 output: Optional[Path], resume: bool, n_threads: Optional[int], console,
-                gen_kwargs: Optional[str] = None) -> Path:
+                gen_kwargs: Optional[str] = None, model_args: Optional[list] = None) -> Path:
     from ..compare import CompareConfig, compare
     from ..report import render
 
     cfg = CompareConfig(models=models, tasks=[t.strip() for t in tasks.split(",") if t.strip()],
                         backends=[b.strip() for b in backends.split(",") if b.strip()],
                         limit=limit, data=data, output=str(output) if output else None,
-                        resume=resume, n_threads=n_threads, gen_kwargs=gen_kwargs)
+                        resume=resume, n_threads=n_threads, gen_kwargs=gen_kwargs,
+                        model_args=_parse_backend_args(model_args))
     t0 = time.perf_counter()
     run = compare(cfg, progress=_progress_runner(console))
     render(run, console=console)
     console.print(f"[bold]wrote[/] {run}/summary.csv, summary.json, report.md, report.html "
                   f"({time.perf_counter() - t0:.0f} s)")
     return run
+
+
+def _parse_backend_args(items) -> dict:
+    """["hf:parallelize=True,max_length=4096", "vllm:tensor_parallel_size=4"] ->
+    {"hf": {...}, "vllm": {...}}"""
+    from ..evaluate import parse_model_args
+    from ..io import HarnessError
+
+    out: dict = {}
+    for item in items or []:
+        if ":" not in item:
+            raise HarnessError(f"--model-args {item!r}: expected BACKEND:key=value,...")
+        backend, rest = item.split(":", 1)
+        out.setdefault(backend, {}).update(parse_model_args(rest))
+    return out
 
 
 def register(app) -> None:
@@ -54,19 +70,22 @@ def register(app) -> None:
     def compare_cmd(
         models: str = typer.Option("all", help="'all' or registry names, comma-separated."),
         tasks: str = typer.Option("product_review", help="Comma-separated task names."),
-        backends: str = typer.Option("llama-cpp,hf", help="llama-cpp and/or hf."),
+        backends: str = typer.Option("llama-cpp,hf", help="llama-cpp, hf (and vllm on GPU machines)."),
         limit: Optional[int] = typer.Option(None, help="Documents per task (first N of test)."),
         data: Optional[str] = typer.Option(None, help="'demo', a prepared-data directory, or "
                                            "default: prepared data if present, else demo."),
-        output: Optional[Path] = typer.Option(None, help="Run directory [results/compare-TIME]."),
+        output: Optional[Path] = typer.Option(None, help="Run directory (default results/compare-TIME)."),
         resume: bool = typer.Option(False, help="Reuse finished cells of an interrupted run."),
-        n_threads: Optional[int] = typer.Option(None, help="llama.cpp threads [all cores]."),
+        n_threads: Optional[int] = typer.Option(None, help="llama.cpp threads (default: all cores)."),
         gen_kwargs: Optional[str] = typer.Option(None, help="lm-eval gen_kwargs override, "
                                                  "e.g. max_gen_toks=64."),
+        model_args: Optional[List[str]] = typer.Option(
+            None, "--model-args", help="Extra lm-eval model_args per backend, passed through: "
+            "'hf:parallelize=True' or 'vllm:tensor_parallel_size=4' (repeatable)."),
     ):
         """Base vs tuned models on every backend: metrics, throughput, bootstrap CIs, report."""
         run_compare(models, tasks, backends, limit, data, output, resume, n_threads, console,
-                    gen_kwargs)
+                    gen_kwargs, model_args)
 
     @app.command("report", rich_help_panel=PANEL)
     def report_cmd(run: Path = typer.Argument(..., help="A compare run directory.")):

@@ -33,12 +33,16 @@ def data_task(task: str) -> str:
 
 
 def classify_prompt(task: str, title: str, labels: list[str] | None = None) -> str:
+    """Without labels (multiple choice): question, product, "Department:" to be completed.
+    With labels (generate): product first, then the question and the list, so that the last
+    thing a small instruct model reads is what to answer (it tends to echo the product name
+    otherwise)."""
     spec = CLASSIFY[data_task(task)]
-    head = spec["question"]
-    if labels is not None:
-        head += (f" Answer with one {spec['noun'].lower()} name from this list: "
-                 f"{', '.join(labels)}.")
-    return f"{head}\n\nProduct: {title}\n{spec['noun']}:"
+    if labels is None:
+        return f"{spec['question']}\n\nProduct: {title}\n{spec['noun']}:"
+    noun = spec["noun"].lower()
+    return (f"Product: {title}\n\n{spec['question']} Choose one of: {', '.join(labels)}.\n"
+            f"Answer with the {noun} name only.")
 
 
 def _classify_builder(task: str, with_list: bool):

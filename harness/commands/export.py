@@ -63,6 +63,8 @@ def register(app) -> None:
         load_dtype: str = typer.Option("float32", "--load-dtype", help="dtype to load and "
                                        "merge in (bfloat16 halves the RAM of 7B models)."),
         lora_type: str = typer.Option("f32", "--lora-type", help="LoRA tensor type: f32 or f16."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="llama.cpp threads "
+                                              "[default: all cores]."),
     ):
         """Export a LoRA adapter (or a base model) to GGUF for llama.cpp, offline.
 
@@ -75,7 +77,8 @@ def register(app) -> None:
                      base=adapter if base_only else base, out=out,
                      verify_prompts=verify_prompts if verify else 0, data=data,
                      verify_tokens=verify_tokens, tokenizer_from=tokenizer_from,
-                     load_dtype=load_dtype, lora_dtype=lora_type, show_progress=True)
+                     load_dtype=load_dtype, lora_dtype=lora_type, threads=threads,
+                     show_progress=True)
         t = Table(title=f"exported ({res.record['architecture']}, base {res.record['base_model']})")
         for c in ("type", "file", "size"):
             t.add_column(c, justify="right" if c == "size" else "left")
@@ -111,10 +114,11 @@ def register(app) -> None:
         METER.reset()
         lm = open_model(model, lora, n_threads=threads, seed=seed)
         rows = []
+        def stream(pid: str, piece: str) -> None:
+            console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
+
         for r in generate_reviews(model, products, lora=lora, max_tokens=max_tokens,
-                                  temperature=temperature, seed=seed, lm=lm,
-                                  on_text=lambda pid, piece: console.print(
-                                      piece, end="", markup=False, highlight=False)):
+                                  temperature=temperature, seed=seed, lm=lm, on_text=stream):
             rows.append(r)
             console.print()
             console.print(f"[dim]── {r['id']}: {r['generated_tokens']} tokens, "

@@ -1,12 +1,23 @@
 """product_review task hooks for lm-eval. All logic lives in the `harness` package, so the
 trainer, the CLI and stock `lm_eval --include_path tasks` share one implementation."""
+import json
+
 from harness.metrics import score_review
+from harness.metrics.aggregate import pooled_hallucination_rate  # noqa: F401  (YAML aggregation)
+from harness.metrics.config import configure_from_metadata, current, reference_for
+from harness.metrics.lexicon import register_brands
 from harness.prompts import review_example
 from harness.tasks_registry import load_task_dataset, record_of
 
 
 def load_dataset(**metadata):
-    return load_task_dataset("product_review", metadata.get("data"))
+    """The task data; also hands the metadata (fluency_reference, model_under_test, nli_model,
+    scorers) to the scorers and registers every product's brand as a known brand."""
+    configure_from_metadata(metadata)
+    ds = load_task_dataset("product_review", metadata.get("data"))
+    register_brands(json.loads(r).get("product", {}).get("brand")
+                    for split in ds.values() for r in split["record"])
+    return ds
 
 
 def doc_to_text(doc):
@@ -18,7 +29,17 @@ def doc_to_target(doc):
 
 
 def process_results(doc, results):
-    return score_review(record_of(doc), results[0])
+    out = score_review(record_of(doc), results[0])
+    cfg = current()
+    if "bits_per_byte" in out:
+        out["fluency_reference"] = reference_for(cfg.model_under_test, cfg.fluency_reference)
+    return out
+
+
+def first_value(values):
+    """Run figure of a per-sample label: the value all samples share, else 'mixed'."""
+    vals = {v for v in values if v is not None}
+    return vals.pop() if len(vals) == 1 else ("mixed" if vals else "")
 
 
 def first_paragraph(resps, docs):

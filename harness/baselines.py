@@ -49,7 +49,8 @@ class BaselineReport:
     n_train: int = 0
 
 
-def _checked(task: str, split: str, data, check, source: str | None, skipped: Counter) -> list:
+def _checked(task: str, split: str, data, check, source: str | None, skipped: Counter,
+             limit: int | None = None) -> list:
     out = []
     for rec in read_records(task, split, data):
         if source is not None and rec.get("source") != source:
@@ -59,6 +60,8 @@ def _checked(task: str, split: str, data, check, source: str | None, skipped: Co
             skipped[f"{split}: {why}"] += 1
         else:
             out.append(rec)
+            if limit is not None and len(out) == limit:
+                break
     if not out:
         raise HarnessError(f"{task}: no usable {split} records"
                            + (f" for source {source!r}" if source else "")
@@ -85,7 +88,8 @@ def tfidf_logreg(seed: int = SEED):
                                                       tol=1e-3, random_state=seed))
 
 
-def classify_baselines(task: str, data, split: str, source: str | None) -> BaselineReport:
+def classify_baselines(task: str, data, split: str, source: str | None,
+                       limit: int | None = None) -> BaselineReport:
     from sklearn.exceptions import ConvergenceWarning
 
     task = data_task(task)
@@ -94,7 +98,7 @@ def classify_baselines(task: str, data, split: str, source: str | None) -> Basel
         load_label_space(lf)
     skipped: Counter = Counter()
     train = _checked(task, "train", data, check_classify, source, skipped)
-    test = _checked(task, split, data, check_classify, source, skipped)
+    test = _checked(task, split, data, check_classify, source, skipped, limit)
     x_train = [r["product"]["title"] for r in train]
     y_train = [r["label"] for r in train]
     x_test, gold = [r["product"]["title"] for r in test], [r["label"] for r in test]
@@ -137,10 +141,11 @@ def _cooccurrence(seqs: list[list[str]]) -> dict[str, Counter]:
     return co
 
 
-def nextitem_baselines(task: str, data, split: str, source: str | None) -> BaselineReport:
+def nextitem_baselines(task: str, data, split: str, source: str | None,
+                       limit: int | None = None) -> BaselineReport:
     skipped: Counter = Counter()
     train = _checked(task, "train", data, check_nextitem, source, skipped)
-    test = _checked(task, split, data, check_nextitem, source, skipped)
+    test = _checked(task, split, data, check_nextitem, source, skipped, limit)
     if any("candidate_ids" not in r for r in test):
         raise HarnessError(f"{task}: {split} records need candidate_ids for the baselines")
     seqs = _sequences(train)
@@ -170,7 +175,7 @@ def nextitem_baselines(task: str, data, split: str, source: str | None) -> Basel
     return BaselineReport(task, split, len(test), scores, dict(skipped), len(train))
 
 
-# data task -> fn(task, data, split, source) -> BaselineReport
+# data task -> fn(task, data, split, source, limit) -> BaselineReport
 BASELINES: dict[str, Callable[..., BaselineReport]] = {
     "product_department": classify_baselines,
     "product_aisle": classify_baselines,
@@ -188,16 +193,21 @@ SOURCE_VARIANTS = {"product_nextitem_scientific": "amazon2018_scientific",
                    "product_nextitem_gift_cards": "amazon2018_gift_cards"}
 
 
-def run_baselines(task: str, data=None, split: str = "test",
-                  source: str | None = None) -> BaselineReport:
+def run_baselines(task: str, data=None, split: str = "test", source: str | None = None,
+                  limit: int | None = None) -> BaselineReport:
+    """`limit`: score the first N usable records of the split only, the documents lm-eval's
+    `--limit N` scores (the split files are in a mixed order)."""
     base = _base_task(task)
     if base not in BASELINES:
         raise HarnessError(f"no baselines for task {task!r}; tasks with baselines: "
                            f"{', '.join(BASELINES)}")
     source = source or SOURCE_VARIANTS.get(task)
-    return BASELINES[base](base, data, split, source)
+    if limit is not None and limit < 1:
+        raise HarnessError(f"--limit must be >= 1 (got {limit})")
+    return BASELINES[base](base, data, split, source, limit)
 
 
-def baseline_scores(task: str, data=None) -> dict[str, dict[str, float]]:
-    """baseline name -> metric -> value on the test split (the contract of `harness compare`)."""
-    return run_baselines(task, data).scores
+def baseline_scores(task: str, data=None, limit: int | None = None) -> dict[str, dict[str, float]]:
+    """baseline name -> metric -> value on the test split (the contract of `harness compare`);
+    `limit` as lm-eval's --limit."""
+    return run_baselines(task, data, limit=limit).scores

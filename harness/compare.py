@@ -134,13 +134,26 @@ def _model_args(cell: Cell, n_threads: int | None,
     if n_threads:
         args["n_threads"] = n_threads
     if cell.variant == "tuned":
-        from .export import export_adapter
-        args["lora_path"] = str(export_adapter(cell.adapter, fmt="gguf-lora"))
+        args["lora_path"] = str(exported_gguf(cell.adapter, "gguf-lora"))
     elif cell.variant.startswith("tuned-merged-"):
-        from .export import export_adapter
-        quant = cell.variant.split("tuned-merged-", 1)[1]
-        args["model"] = str(export_adapter(cell.adapter, fmt="gguf", quant=quant))
+        args["model"] = str(exported_gguf(cell.adapter, "gguf",
+                                          cell.variant.split("tuned-merged-", 1)[1]))
     return "llama-cpp", args
+
+
+def exported_gguf(adapter_dir: str, fmt: str, quant: str | None = None) -> Path:
+    """The adapter's GGUF export (LoRA GGUF or merged+quantized), made once and reused while
+    it is newer than the adapter weights."""
+    from .export import export, output_paths, read_adapter, resolve_base
+
+    adapter = read_adapter(adapter_dir)
+    label = "lora" if fmt == "gguf-lora" else quant
+    path = output_paths(fmt, [quant] if quant else [], None, adapter,
+                        resolve_base(adapter.base))[label]
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    if path.exists() and path.stat().st_mtime >= weights.stat().st_mtime:
+        return path
+    return export(adapter_dir, fmt, [quant] if quant else ["q4_k_m"]).files[label]
 
 
 def run_cell(cell: Cell, out_dir: Path, *, limit, data, n_threads=None, seed=0,

@@ -32,6 +32,7 @@ from .io import HarnessError, read_json, sha256_file, write_json
 FORMATS = ("gguf", "gguf-lora")
 EXPORT_RECORD = "export.json"
 
+
 # --- adapters ------------------------------------------------------------------------------------
 @dataclass
 class Adapter:
@@ -69,7 +70,9 @@ class Adapter:
 
 
 def read_adapter(path: str | os.PathLike, base: str | None = None) -> Adapter:
-    path = Path(path)
+    """The adapter folder and its base model: `base` if given, else training.json's
+    "base_model" (written by harness.train), else adapter_config's base_model_name_or_path."""
+    path = Path(path).resolve()
     cfg_file = path / "adapter_config.json"
     if not cfg_file.is_file():
         raise HarnessError(f"{path}: not a PEFT adapter directory (no adapter_config.json)")
@@ -270,11 +273,11 @@ def _export_lora(adapter, base, cfg, outputs, lora_dtype, prog) -> dict[str, Pat
     return {"lora": path}
 
 
-def _export_merged(model, cfg, outputs, quants, tokenizer, name, prog, keep,
+def _export_merged(model, cfg, outputs, quants, tokenizer, name, prog, scratch,
                    threads=None) -> dict[str, Path]:
     """F16 (or F32) with the gguf writer, then llama.cpp quantizes it to the other types.
-    An F16 that was not asked for is written next to the outputs and deleted afterwards,
-    unless `keep` (a list) is given: then it is kept there for the caller to delete."""
+    An F16 that was not asked for goes to a hidden temporary file next to the outputs, which
+    is appended to `scratch` for the caller to verify and then delete."""
     src_type = "f32" if "f32" in quants else "f16"
     folder = next(iter(outputs.values())).parent
     src = outputs.get(src_type)
@@ -282,7 +285,7 @@ def _export_merged(model, cfg, outputs, quants, tokenizer, name, prog, keep,
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".{src_type}.gguf", dir=folder)
         os.close(fd)
         src = Path(tmp)
-        keep.append(src)
+        scratch.append(src)
     state = model.state_dict()
     task = prog.add_task(f"writing {src_type.upper()} GGUF", total=len(state))
     write_model_gguf(src, cfg, state, tokenizer=tokenizer, name=name, dtype=src_type,
@@ -364,35 +367,31 @@ def export(adapter_path: str | os.PathLike | None, fmt: str = "gguf-lora",
     finally:
         for p in scratch:
             p.unlink(missing_ok=True)
-    files = {p.name: _file_record(p, format=fmt, quant=None if label == "lora" else label,
-                                  seconds=seconds)
+    common = {"format": fmt, "adapter": str(adapter.path) if adapter else None,
+              "base_model": base_model.name,
+              "base_gguf": str(base_model.gguf) if base_model.gguf else None,
+              "architecture": arch.name, "tokenizer": str(tokenizer), "export_s": seconds}
+    rows = {r["file"] if not r["lora"] else r["lora"]: r
+            for r in (result.verify or {}).get("rows", {}).values()}
+    files = {p.name: {**_file_record(p), **common, "quant": None if label == "lora" else label,
+                      **({"verify": rows[str(p)]} if str(p) in rows else {})}
              for label, p in result.files.items()}
-    result.record = {"adapter": str(adapter.path) if adapter else None,
-                     "base_model": base_model.name,
-                     "base_gguf": str(base_model.gguf) if base_model.gguf else None,
-                     "architecture": arch.name, "tokenizer": str(tokenizer), "files": files}
-    if result.verify:
-        result.record["verify"] = result.verify
+    result.record = {"files": files, **({"last_verify": result.verify} if result.verify else {})}
     update_record(folder, result.record)
     return result
 
 
-def _file_record(path: Path, **extra) -> dict:
-    return {"path": str(path), "size_bytes": path.stat().st_size, "sha256": sha256_file(path),
-            **extra}
+def _file_record(path: Path) -> dict:
+    return {"path": str(path), "size_bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def update_record(folder: Path, record: dict) -> Path:
-    """export.json next to the files: one entry per file and one verify row per setup; a later
-    export into the same folder updates its own entries and keeps the others."""
+    """export.json next to the files: `files` has one entry per file (what it was made from,
+    its checksum, its own verify row); `last_verify` the whole table of the latest --verify.
+    A later export into the same folder replaces its own entries and keeps the others."""
     path = folder / EXPORT_RECORD
     old = read_json(path) if path.is_file() else {}
-    new = {**old, **{k: v for k, v in record.items() if k not in ("files", "verify")}}
-    new["files"] = {**old.get("files", {}), **record.get("files", {})}
-    if record.get("verify"):
-        v = {**(old.get("verify") or {}), **record["verify"]}
-        v["rows"] = {**((old.get("verify") or {}).get("rows") or {}), **record["verify"]["rows"]}
-        new["verify"] = v
+    new = {**old, **record, "files": {**old.get("files", {}), **record.get("files", {})}}
     return write_json(path, new)
 
 
@@ -402,12 +401,10 @@ def _earlier_merged(folder: Path, adapter: Adapter) -> list[Candidate]:
     path = folder / EXPORT_RECORD
     if not path.is_file():
         return []
-    rec = read_json(path)
-    if rec.get("adapter") != str(adapter.path):
-        return []
     return [Candidate(f"{f['quant']} (merged)", Path(f["path"]))
-            for f in rec.get("files", {}).values()
-            if f.get("format") == "gguf" and Path(f["path"]).is_file()]
+            for f in read_json(path).get("files", {}).values()
+            if f.get("format") == "gguf" and f.get("adapter") == str(adapter.path)
+            and Path(f["path"]).is_file()]
 
 
 # --- verification against transformers ----------------------------------------------------------
@@ -447,10 +444,11 @@ def verify(reference, candidates: list[Candidate], prompts: list[str], *, n_toke
     (generated, n_tokens) equals that of each merged setup."""
     import torch
 
+    from .generate import review_context
+
     lm = _open(candidates[0], n_ctx, n_tokens, n_threads)
     chat = bool(lm.chat_template(True))
-    contexts = [lm.apply_chat_template([{"role": "user", "content": p}]) if chat else p
-                for p in prompts]
+    contexts = [review_context(lm, p) for p in prompts]
     eog = sorted(lm.eog)
     refs = []
     with torch.no_grad():
@@ -462,6 +460,8 @@ def verify(reference, candidates: list[Candidate], prompts: list[str], *, n_toke
             gen = gen[0, len(ids):].tolist()
             n = next((i for i, t in enumerate(gen) if t in lm.eog), len(gen))
             seq = ids + gen[: n + 1]  # the end-of-generation token is scored too
+            if len(seq) > n_ctx:
+                raise HarnessError(f"a verify prompt has {len(seq)} tokens, over n_ctx={n_ctx}")
             logits = reference(torch.tensor([seq])).logits[0, len(ids) - 1: len(seq) - 1]
             refs.append((len(ids), seq, _log_softmax(logits.float().numpy())))
             if on_step:
@@ -476,6 +476,9 @@ def verify(reference, candidates: list[Candidate], prompts: list[str], *, n_toke
             scorer.reset()
             scorer.eval(seq)
             lp = _log_softmax(np.asarray(scorer.scores[n_prompt - 1: len(seq) - 1]))
+            if lp.shape != ref_lp.shape:
+                raise HarnessError(f"{c.model}: vocabulary of {lp.shape[-1]} tokens, the "
+                                   f"transformers model has {ref_lp.shape[-1]}")
             hits = (lp.argmax(-1) == ref_lp.argmax(-1)).tolist()
             agree.extend(hits)
             same.append(all(hits))

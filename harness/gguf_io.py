@@ -493,6 +493,9 @@ def write_lora_gguf(path: str | os.PathLike, cfg, pairs: dict[str, tuple], *, na
     against the base's tensor shapes first, as llama.cpp will."""
     arch = arch_of(cfg)
     names = tensor_names(cfg, pairs)
+    if (lost := sorted(set(pairs) - set(names))):  # lm_head of a tied model
+        raise HarnessError(f"{name}: LoRA on {lost[0]}, which llama.cpp shares with the token "
+                           f"embeddings (tied); use --format gguf (merged)")
     ranks = {a.shape[0] for a, _, _ in pairs.values()}
     scales = {s for _, _, s in pairs.values()}
     # One alpha for the file when every module has the same rank and scale (the usual case);

@@ -43,11 +43,12 @@ def test_exports_land_next_to_the_adapter(smol):
         "f16": "smol-lora.f16.gguf", "q4_k_m": "smol-lora.q4_k_m.gguf"}
     assert full.files["q4_k_m"].stat().st_size < 0.5 * full.files["f16"].stat().st_size
     record = json.loads((adapter / "gguf" / "export.json").read_text())
-    assert record["base_model"] == NAME and record["base_gguf"] == str(resolve_gguf(NAME))
-    assert set(record["files"]) == {"smol-lora-lora.gguf", "smol-lora.f16.gguf",
-                                    "smol-lora.q4_k_m.gguf"}
-    lora_row = f"lora on {resolve_gguf(NAME).name}"
-    assert set(record["verify"]["rows"]) == {lora_row, "f16", "q4_k_m"}
+    files = record["files"]
+    assert set(files) == {"smol-lora-lora.gguf", "smol-lora.f16.gguf", "smol-lora.q4_k_m.gguf"}
+    for f in files.values():
+        assert f["base_model"] == NAME and f["base_gguf"] == str(resolve_gguf(NAME))
+        assert f["adapter"] == str(adapter) and "top1_agreement" in f["verify"]
+    assert files["smol-lora-lora.gguf"]["format"] == "gguf-lora"
 
 
 def test_f16_matches_transformers_and_q4_k_m_is_reported(smol):

@@ -21,35 +21,42 @@ def lm():
     return LlamaCppLM(model="smollm2-135m-instruct", n_ctx=512)
 
 
-def test_prefix_reuse_matches_fresh_scoring(lm):
+def test_grouped_scoring_matches_one_at_a_time(lm):
+    """The choices of a document go through GroupScorer (one context decode, one batch); each
+    must equal scoring it alone from an empty cache with score_tokens."""
     together = lm.loglikelihood(_inst([(CTX, c) for c in CHOICES]), disable_tqdm=True)
     scorer = lm._scoring_llm()
+    ctx = lm.prompt_tokens(CTX)
     for c, (ll, greedy) in zip(CHOICES, together):
-        scorer.n_tokens = 0                         # forget the cached prefix
-        fresh, fresh_greedy = lm.loglikelihood(_inst([(CTX, c)]), disable_tqdm=True)[0]
+        cont = lm.tok_encode(CTX + c)[len(lm.tok_encode(CTX)):]
+        scorer.n_tokens = 0                         # forget any cached prefix
+        fresh, fresh_greedy = lm.score_tokens(ctx + cont, len(cont))
         assert ll == pytest.approx(fresh, abs=2e-3) and greedy == fresh_greedy
     assert len({round(ll, 3) for ll, _ in together}) == len(CHOICES)
     assert all(ll < 0 for ll, _ in together)
 
 
-def test_one_token_answer_needs_no_decode(lm):
-    scorer = lm._scoring_llm()
-    ctx_toks = lm.prompt_tokens(CTX)
-    one = [c for c in CHOICES if len(lm.tok_encode(CTX + c)) == len(lm.tok_encode(CTX)) + 1]
-    assert one, "no one-token choice to test with"
-    lm.loglikelihood(_inst([(CTX, CHOICES[2])]), disable_tqdm=True)   # evaluates the context
-    calls = []
-    real_eval = scorer.eval
-    scorer.eval = lambda toks: (calls.append(len(toks)), real_eval(toks))
-    try:
-        ll = lm.loglikelihood(_inst([(CTX, one[0])]), disable_tqdm=True)[0][0]
-    finally:
-        del scorer.eval
-    assert calls == []
-    scorer.n_tokens = 0
-    assert ll == pytest.approx(lm.loglikelihood(_inst([(CTX, one[0])]), disable_tqdm=True)[0][0],
-                               abs=2e-3)
-    assert list(scorer.input_ids[: len(ctx_toks)]) == ctx_toks
+def test_decodes_per_document(lm):
+    """One decode for the context and one for all multi-token continuations together; a
+    document whose choices are all one token long needs the context decode only."""
+    g = lm._group_scorer()
+    other = CTX.replace("Gala Apples", "Dish Soap")
+    one = [c for c in CHOICES if len(lm.tok_encode(other + c)) == len(lm.tok_encode(other)) + 1]
+    assert one and len(one) < len(CHOICES), "need one-token and longer choices"
+    before = g.decodes
+    lm.loglikelihood(_inst([(CTX, c) for c in CHOICES] + [(other, c) for c in one]),
+                     disable_tqdm=True)
+    assert g.decodes - before == 2 + 1
+
+
+def test_long_requests_fall_back_and_keep_the_end(lm):
+    """Longer than the window (n_ctx=512): scored by score_tokens on the last 512 tokens, the
+    same number the grouped path gives for exactly those tokens."""
+    long_ctx = " ".join(["word"] * 700)
+    (ll, _), = lm.loglikelihood(_inst([(long_ctx, " word")]), disable_tqdm=True)
+    window = (lm.prompt_tokens(long_ctx) + lm.tok_encode(" word"))[-512:]
+    (ref, _), = lm._group_scorer().score(window[:-1], [window[-1:]])
+    assert ll < 0 and ll == pytest.approx(ref, abs=2e-3)
 
 
 def test_greedy_flag(lm):

@@ -162,6 +162,8 @@ def test_baselines_on_real_test_split(prepared_nextitem):
     assert s["random"]["hit@1"] == pytest.approx(0.05, abs=0.01)
     for m in ("hit@1", "hit@10", "ndcg@10", "mrr"):
         assert s["cooccurrence"][m] > s["popularity"][m] > s["random"][m]
+    first = run_baselines("product_nextitem", str(out), limit=200)   # lm-eval's --limit 200
+    assert first.n == 200 and first.scores != run_baselines("product_nextitem", str(out)).scores
 
 
 def test_lm_eval_ranking_on_llama_cpp(tmp_path):

@@ -45,7 +45,9 @@ def open_llama(model_path: str | Path, *, n_ctx: int = 2048, n_threads: int | No
         raise HarnessError(f"{lora_path}: LoRA adapter file not found")
     try:
         llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_batch=n_batch,
-                    n_threads=n_threads or os.cpu_count(), n_gpu_layers=n_gpu_layers,
+                    n_threads=n_threads or os.cpu_count(),
+                    n_threads_batch=n_threads or os.cpu_count(),  # prefill: same threads
+                    n_gpu_layers=n_gpu_layers,
                     lora_path=lora_path, seed=seed, logits_all=logits_all, verbose=False)
     except (ValueError, RuntimeError) as e:
         what = f"{lora_path} on {model_path}" if lora_path else str(model_path)
@@ -124,6 +126,7 @@ class LlamaCppLM(TemplateLM):
                         n_gpu_layers=int(n_gpu_layers), lora_path=self.lora_path, seed=int(seed))
         self.llm = open_llama(self.model_path, **self._kw)
         self._scorer = None  # a second context with logits_all, made on first loglikelihood
+        self._grouper = None  # a multi-sequence context for multiple choice (llama_scoring)
         self.max_gen_toks = int(max_gen_toks)
         # end-of-generation tokens: EOS, and the chat template's end-of-turn (e.g. <|im_end|>)
         import llama_cpp
@@ -253,17 +256,42 @@ class LlamaCppLM(TemplateLM):
         greedy = bool((logp.argmax(axis=1) == target).all())
         return ll, greedy
 
+    def _group_scorer(self):
+        if self._grouper is None:
+            from .llama_scoring import GroupScorer
+            self._grouper = GroupScorer(self.llm, n_ctx=self.n_ctx,
+                                        lora_adapter=getattr(self.llm, "_lora_adapter", None),
+                                        lora_scale=getattr(self.llm, "lora_scale", 1.0))
+        return self._grouper
+
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
-        out = []
-        for (cache_key, context_enc, continuation_enc) in tqdm(
-                requests, disable=disable_tqdm, desc="llama.cpp loglikelihood"):
+        """Consecutive requests with the same context (the choices of one multiple-choice
+        document, as lm-eval sends them) are scored together by GroupScorer: one decode of the
+        context, one batch for all continuations. Requests too long for the context window go
+        through score_tokens, which keeps the end of the text."""
+        out = [None] * len(requests)
+        groups: list[tuple[list[int], list[int]]] = []   # (context, request indices)
+        for i, (_, context_enc, continuation_enc) in enumerate(requests):
             ctx = list(context_enc)
             if not ctx or ctx[0] != self.prefix_token_id and self._add_bos():
                 ctx = [self.prefix_token_id] + ctx
-            res = self.score_tokens(ctx + list(continuation_enc), len(continuation_enc))
-            out.append(res)
-            if cache_key is not None:
-                self.cache_hook.add_partial("loglikelihood", cache_key, res)
+            if groups and groups[-1][0] == ctx:
+                groups[-1][1].append(i)
+            else:
+                groups.append((ctx, [i]))
+        bar = tqdm(total=len(requests), disable=disable_tqdm, desc="llama.cpp loglikelihood")
+        for ctx, idx in groups:
+            conts = [list(requests[i][2]) for i in idx]
+            if all(conts) and self._group_scorer().fits(ctx, conts):
+                res = self._group_scorer().score(ctx, conts)
+            else:
+                res = [self.score_tokens(ctx + c, len(c)) for c in conts]
+            for i, r in zip(idx, res):
+                out[i] = r
+                if requests[i][0] is not None:
+                    self.cache_hook.add_partial("loglikelihood", requests[i][0], r)
+            bar.update(len(idx))
+        bar.close()
         return out
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:

@@ -19,11 +19,14 @@ def _mb(n: int) -> str:
 
 
 def print_verify(v: dict) -> None:
-    t = Table(title=f"GGUF vs {v['reference']} — {v['prompts']} prompts × "
-                    f"≤{v['tokens_per_prompt']} tokens")
-    for c in ("setup", "size", "top-1 agreement", "mean KL", "max KL", "greedy same",
-              "positions"):
-        t.add_column(c, justify="left" if c == "setup" else "right")
+    t = Table(title=f"GGUF vs {v['reference']}: {v['prompts']} prompts, "
+                    f"≤{v['tokens_per_prompt']} generated tokens each",
+              caption="top-1: same argmax as transformers at each generated position; "
+                      "KL(transformers‖GGUF) in nats; greedy: share of prompts whose greedy "
+                      "continuation is identical; n: scored positions")
+    t.add_column("setup", no_wrap=True)
+    for c in ("size", "top-1", "KL mean", "KL max", "greedy", "n"):
+        t.add_column(c, justify="right", no_wrap=True)
     for label, r in v["rows"].items():
         t.add_row(label, _mb(r["size_bytes"]), f"{r['top1_agreement']:.2%}",
                   f"{r['mean_kl']:.5f}", f"{r['max_kl']:.4f}", f"{r['greedy_same']:.0%}",
@@ -79,7 +82,8 @@ def register(app) -> None:
                      verify_tokens=verify_tokens, tokenizer_from=tokenizer_from,
                      load_dtype=load_dtype, lora_dtype=lora_type, threads=threads,
                      show_progress=True)
-        t = Table(title=f"exported ({res.record['architecture']}, base {res.record['base_model']})")
+        first = next(iter(res.record["files"].values()))
+        t = Table(title=f"exported ({first['architecture']}, base {first['base_model']})")
         for c in ("type", "file", "size"):
             t.add_column(c, justify="right" if c == "size" else "left")
         for label, p in res.files.items():
@@ -113,19 +117,26 @@ def register(app) -> None:
         products = read_products(product)
         METER.reset()
         lm = open_model(model, lora, n_threads=threads, seed=seed)
-        rows = []
+        rows: list[dict] = []
+        started: set[str] = set()
+
         def stream(pid: str, piece: str) -> None:
+            if pid not in started:
+                started.add(pid)
+                console.print(f"[bold]{pid}[/] ", end="")
             console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
 
         for r in generate_reviews(model, products, lora=lora, max_tokens=max_tokens,
                                   temperature=temperature, seed=seed, lm=lm, on_text=stream):
             rows.append(r)
             console.print()
-            console.print(f"[dim]── {r['id']}: {r['generated_tokens']} tokens, "
+            console.print(f"[dim]   {r['generated_tokens']} tokens, "
                           f"{r['generation_tokens_per_second'] or 0:.1f} tok/s generation, "
                           f"{r['prompt_tokens_per_second'] or 0:.1f} tok/s prompt[/]")
         s = METER.summary()
         t = Table(title=f"{Path(str(lm.model_path)).name}" + (f" + {lora.name}" if lora else ""))
+        t.add_column("throughput")
+        t.add_column("value", justify="right")
         for k in ("requests", "generated_tokens", "generation_tokens_per_second",
                   "prompt_tokens_per_second", "time_to_first_token_s", "load_s", "peak_rss_mb"):
             t.add_row(k, str(s[k]))

@@ -18,6 +18,8 @@ def register(app) -> None:
         split: str = typer.Option("test", "--split", help="Split to score."),
         source: Optional[str] = typer.Option(None, "--source", help="Only this source's "
                                              "records (e.g. amazon2018_gift_cards)."),
+        limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N records "
+                                            "of the split (what lm-eval's --limit N scores)."),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores "
                                                 "as JSON here."),
     ):
@@ -30,7 +32,7 @@ def register(app) -> None:
 
         console = Console()
         with console.status(f"fitting and scoring the baselines of {task} …"):
-            rep = run_baselines(task, data, split, source)
+            rep = run_baselines(task, data, split, source, limit)
         metrics = list(next(iter(rep.scores.values())))
         t = Table(title=f"{task} baselines — {rep.split}: {rep.n} records "
                         f"(train: {rep.n_train})" + (f", source {source}" if source else ""))
@@ -49,5 +51,5 @@ def register(app) -> None:
             console.print(st)
         if json_out:
             write_json(json_out, {"task": task, "split": rep.split, "n": rep.n,
-                                  "n_train": rep.n_train, "source": source,
+                                  "n_train": rep.n_train, "source": source, "limit": limit,
                                   "scores": rep.scores, "skipped": rep.skipped})

@@ -381,9 +381,16 @@ def _names_subject(after: str, subject: set[str] | None) -> bool:
     return bool(subject and m and m.group(1).lower() in subject)
 
 
-def brand_claims(text: str, spans: _Spans, out: list, subject: set[str] | None = None) -> None:
+def brand_claims(text: str, spans: _Spans, out: list, subject: set[str] | None = None,
+                 own: str | None = None) -> None:
     exact = {b for b in lx.known_brands() if b != b.lower() and b != b.capitalize()}
-    for m in lx.brand_regex().finditer(text):
+    matches = list(lx.brand_regex().finditer(text))
+    if own and lx.brand_key(own) and lx.brand_key(own) not in {lx.brand_key(b)
+                                                               for b in lx.known_brands()}:
+        words = [re.escape(w) for w in re.split(r"[\s\-]+", re.sub(r"[®™©]", "", own)) if w]
+        rx = re.compile(r"(?<![\w@])(" + r"[\s\-]?".join(words) + r")(?![\w])", re.I)
+        matches = sorted(matches + list(rx.finditer(text)), key=lambda m: m.start())
+    for m in matches:
         if not spans.free(m.start(), m.end()):
             continue
         word = m.group(0)
@@ -493,14 +500,17 @@ EXTRACTORS = (money_claims, percent_claims, rating_claims, version_claims, quant
               brand_claims)
 
 
-def extract_claims(text: str, subject: set[str] | None = None) -> tuple[list[Claim], list[Claim]]:
+def extract_claims(text: str, subject: set[str] | None = None,
+                   own_brand: str | None = None) -> tuple[list[Claim], list[Claim]]:
     """(claims, noun-count candidates) of a text, claims sorted by position. `subject`: words
     naming the product (title and category words), so "black cable" is a colour claim about a
-    cable while "black table" is not."""
+    cable while "black table" is not; `own_brand`: the product's brand, always recognised."""
     spans, out = _Spans(), []
     for fn in EXTRACTORS:
-        if fn in (colour_claims, brand_claims):
+        if fn is colour_claims:
             fn(text, spans, out, subject)
+        elif fn is brand_claims:
+            fn(text, spans, out, subject, own_brand)
         else:
             fn(text, spans, out)
     cands = noun_count_candidates(text, spans)

@@ -7,8 +7,10 @@ scored in one decode call (one sequence id each, so they never attend to each ot
 model loads once per process (`reference_lm`, cached).
 
     bits_per_byte  = -sum(log2 p(token | BOS, earlier tokens)) / UTF-8 bytes of the text
-    end_bits       = -log2 p(text ends here), the reference LM's probability of EOS / a blank
-                     line right after the last token: high when the text stops mid-sentence
+    end_bits       = -log2 p(a sentence ends here): the reference LM's probability that the
+                     next token is sentence-final punctuation, a newline or EOS; 0 when the
+                     text already ends with terminal punctuation. High when it stops
+                     mid-sentence ("... and the").
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ from ..io import HarnessError
 from .text import distinct_n, repeated_ngram_rate, tokens
 
 LN2 = math.log(2)
+# A token that ends a sentence: terminal punctuation, optionally with quotes / brackets /
+# white space around it.
+SENTENCE_END_PIECE = re.compile(r"\s*[.!?…。！？]+[\"'”’)\]]*\s*")
 MAX_TOKENS = 256          # longer texts: bits per byte over their first 256 tokens
 BATCH_TOKENS = 512        # tokens per decode call (several texts)
 BATCH_SEQS = 16
@@ -85,12 +90,21 @@ class ReferenceLM:
                                           verbose=False)
         self.n_vocab = self.model.n_vocab()
         self.add_bos = True
+        self.end_ids = self._sentence_end_ids()
+
+    def _sentence_end_ids(self) -> np.ndarray:
+        """Tokens that end a sentence or the text: EOS / end-of-turn, newlines, and every
+        token made of sentence-final punctuation ('.', '!', '?', '...', '."', '!!' ...)."""
         ends = {self.model.token_eos(), self.model.token_eot()}
         for s in ("\n", "\n\n", "<end_of_turn>", "<|im_end|>", "<|endoftext|>"):
             t = self.model.tokenize(s.encode(), add_bos=False, special=True)
             if len(t) == 1:
                 ends.add(t[0])
-        self.end_ids = np.array(sorted(i for i in ends if 0 <= i < self.n_vocab), dtype=np.int64)
+        for i in range(self.n_vocab):
+            piece = self.model.token_to_piece(i, special=False).decode("utf-8", "ignore")
+            if SENTENCE_END_PIECE.fullmatch(piece):
+                ends.add(i)
+        return np.array(sorted(i for i in ends if 0 <= i < self.n_vocab), dtype=np.int64)
 
     def _tokens(self, text: str) -> tuple[list[int], int, bool]:
         """(tokens with BOS, bytes covered, truncated?)"""
@@ -205,10 +219,17 @@ def is_loop(text: str) -> bool:
         re.search(r"\b(\w+)(?:\W+\1\b){3,}", text, re.I) is not None
 
 
+def end_bits_of(text: str, lm: LMScore | None) -> float | None:
+    if TERMINAL.search(text.rstrip()):
+        return 0.0
+    return lm.end_bits if lm is not None else None
+
+
 def fluency_features(text: str, lm: LMScore | None, prompt: str | None) -> dict:
     empty = not re.search(r"\w", text)
+    end = end_bits_of(text, lm) if not empty else None
     flags = {"degenerate_empty": float(empty),
-             "degenerate_cutoff": float(not empty and is_cut_off(text, lm and lm.end_bits)),
+             "degenerate_cutoff": float(not empty and is_cut_off(text, end)),
              "degenerate_echo": float(not empty and is_echo(text, prompt)),
              "degenerate_loop": float(not empty and is_loop(text))}
     out = {"distinct_2": distinct_n(text, 2), "repeated_3gram_rate": repeated_ngram_rate(text, 3),
@@ -216,24 +237,28 @@ def fluency_features(text: str, lm: LMScore | None, prompt: str | None) -> dict:
            "degenerate": float(any(flags.values())), **flags}
     if lm is not None and lm.n_bytes:
         out["bits_per_byte"] = lm.bits_per_byte
+        if end is not None:
+            out["end_bits"] = end
         out["fluency_score"] = fluency_score(out)
     elif empty:
         out["fluency_score"] = fluency_score(out)
     return out
 
 
-# fluency_score: one number to rank texts by (higher is better), in bits per byte:
-# minus bits per byte, minus a penalty per degenerate flag and for repetition.
-DEGENERATE_PENALTY = 2.0
+# fluency_score: one number to rank texts by (higher is better): minus bits per byte, minus
+# a repetition penalty (a loop lowers bits per byte), minus a share of the bits it costs the
+# reference LM to end a sentence where the text stops, minus a penalty for echoed prompts.
 REPETITION_PENALTY = 4.0
+END_WEIGHT = 0.1
+ECHO_PENALTY = 2.0
 EMPTY_SCORE = -10.0
 
 
 def fluency_score(f: dict) -> float:
     if f.get("degenerate_empty"):
         return EMPTY_SCORE
-    return (-f.get("bits_per_byte", 0.0) - DEGENERATE_PENALTY * f["degenerate"]
-            - REPETITION_PENALTY * f["repeated_3gram_rate"])
+    return (-f.get("bits_per_byte", 0.0) - REPETITION_PENALTY * f["repeated_3gram_rate"]
+            - END_WEIGHT * (f.get("end_bits") or 0.0) - ECHO_PENALTY * f["degenerate_echo"])
 
 
 def fluency_scorer(records: list[dict], texts: list[str], reference: str | None) -> list[dict]:
@@ -246,8 +271,5 @@ def fluency_scorer(records: list[dict], texts: list[str], reference: str | None)
     out = []
     for rec, text, lm in zip(records, texts, lm_scores):
         prompt = review_prompt(rec["product"]) if rec.get("product") else None
-        f = fluency_features(text, lm, prompt)
-        if lm is not None and lm.end_bits is not None:
-            f["end_bits"] = lm.end_bits
-        out.append(f)
+        out.append(fluency_features(text, lm, prompt))
     return out

@@ -310,7 +310,7 @@ def facts_of(product: dict) -> Facts:
 def check_claims(product: dict, text: str) -> list[dict]:
     """Every checkable claim of `text` with status and evidence, in text order."""
     f = facts_of(product)
-    claims, cands = extract_claims(text, f.subject)
+    claims, cands = extract_claims(text, f.subject, product.get("brand"))
     out = []
     for c in claims + cands:
         got = CHECKERS[c.kind](c, f)

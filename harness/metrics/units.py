@@ -125,7 +125,7 @@ def find_quantities(text: str) -> list[Quantity]:
         if info is None:
             continue
         dim, factor, rule = info
-        if not _spacing_ok(rule, m.group("sp").strip(" "), unit, m.group("n1")):
+        if not _spacing_ok(rule, m.group("sp").replace("-", ""), unit, m.group("n1")):
             continue
         # "4G"/"5G" networks, "2 in 1", "3 x" counts are not quantities
         if dim == "weight" and unit in ("G", "g") and m.group("n1") in ("2", "3", "4", "5") \

@@ -1,0 +1,114 @@
+"""Loglikelihoods of many continuations of one context in a few llama.cpp decodes.
+
+A multiple-choice document asks for the loglikelihood of every choice after the same context.
+One request at a time costs a decode per choice (and under CPU contention the fixed cost of a
+decode dominates: 20 department names were 20 decodes of 1-3 tokens). Here the context is
+decoded once into sequence 0 of a unified KV cache, tagged as the prefix of sequences 1..k
+(llama_memory_seq_cp: no recompute), and every continuation goes through in one batch on its
+own sequence. The last token of a continuation is scored, never fed, so one-token choices cost
+nothing beyond the context.
+
+    scorer = GroupScorer(llm, n_ctx=2048)
+    scorer.score(context_tokens, [cont_tokens, ...]) -> [(loglikelihood, is_greedy), ...]
+"""
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+MAX_SEQS = 64          # sequences side by side in the KV cache (seq 0 holds the context)
+
+
+def _logprob_rows(rows: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log p(target) and whether target is the argmax, for each row of logits."""
+    rows = rows.astype(np.float64)
+    top = rows.max(axis=1)
+    lse = top + np.log(np.exp(rows - top[:, None]).sum(axis=1))
+    picked = rows[np.arange(len(targets)), targets]
+    return picked - lse, picked >= top
+
+
+class GroupScorer:
+    def __init__(self, llm, n_ctx: int, n_batch: int = 512, lora_adapter=None,
+                 lora_scale: float = 1.0):
+        import llama_cpp
+        from llama_cpp import _internals as internals
+
+        self._lc = llama_cpp
+        params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
+        params.n_ctx = n_ctx
+        params.n_batch = params.n_ubatch = n_batch
+        params.n_seq_max = MAX_SEQS
+        params.kv_unified = True
+        self.ctx = internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        if lora_adapter is not None:
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(lora_adapter)
+            scales = (ctypes.c_float * 1)(lora_scale)
+            if llama_cpp.llama_set_adapters_lora(self.ctx.ctx, adapters, 1, scales):
+                raise RuntimeError("could not set the LoRA adapter on the scoring context")
+        self.batch = internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=MAX_SEQS,
+                                          verbose=False)
+        self.mem = llama_cpp.llama_get_memory(self.ctx.ctx)
+        self.n_ctx, self.n_batch, self.n_vocab = n_ctx, n_batch, llm.n_vocab()
+        self.decodes = 0   # llama_decode calls so far (tests and profiling read it)
+
+    def fits(self, context: list[int], conts: list[list[int]]) -> bool:
+        return len(context) + max(len(c) for c in conts) - 1 <= self.n_ctx
+
+    def _decode(self, items: list[tuple[int, int, int, bool]]) -> np.ndarray:
+        """items: (token, position, sequence, want logits); returns the wanted logit rows."""
+        b = self.batch.batch
+        b.n_tokens = len(items)
+        want = []
+        for i, (tok, pos, seq, logits) in enumerate(items):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, logits
+            b.seq_id[i][0] = seq
+            if logits:
+                want.append(i)
+        self.ctx.decode(self.batch)
+        self.decodes += 1
+        rows = np.empty((len(want), self.n_vocab), dtype=np.float32)
+        for r, i in enumerate(want):
+            ptr = self._lc.llama_get_logits_ith(self.ctx.ctx, i)
+            rows[r] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        return rows
+
+    def _run(self, items: list[tuple[int, int, int, bool]]) -> np.ndarray:
+        out = [self._decode(items[i:i + self.n_batch]) for i in range(0, len(items), self.n_batch)]
+        return np.concatenate(out) if out else np.empty((0, self.n_vocab), np.float32)
+
+    def score(self, context: list[int], conts: list[list[int]]) -> list[tuple[float, bool]]:
+        lc, L = self._lc, len(context)
+        lc.llama_memory_clear(self.mem, True)
+        items = [(t, p, 0, p == L - 1) for p, t in enumerate(context)]
+        last = self._run(items)[-1:]                        # predicts every first token
+        first_lp, first_ok = _logprob_rows(np.repeat(last, len(conts), axis=0),
+                                           np.array([c[0] for c in conts]))
+        results: list[tuple[float, bool]] = [(float(a), bool(b))
+                                             for a, b in zip(first_lp, first_ok)]
+        pending = [i for i, c in enumerate(conts) if len(c) > 1]
+        while pending:
+            take, cells = [], 0
+            for i in pending:   # as many continuations as the cache and the sequences allow
+                if len(take) == MAX_SEQS - 1 or cells + len(conts[i]) - 1 > self.n_ctx - L:
+                    break
+                take.append(i)
+                cells += len(conts[i]) - 1
+            items, targets = [], []
+            for seq, i in enumerate(take, 1):
+                lc.llama_memory_seq_cp(self.mem, 0, seq, 0, L)
+                c = conts[i]
+                items += [(t, L + j, seq, True) for j, t in enumerate(c[:-1])]
+                targets += c[1:]
+            lp, ok = _logprob_rows(self._run(items), np.array(targets))
+            at = 0
+            for i in take:
+                n = len(conts[i]) - 1
+                ll, greedy = results[i]
+                results[i] = (ll + float(lp[at:at + n].sum()), greedy and bool(ok[at:at + n].all()))
+                at += n
+            for seq in range(1, len(take) + 1):
+                lc.llama_memory_seq_rm(self.mem, seq, -1, -1)
+            pending = pending[len(take):]
+        return results

@@ -27,6 +27,16 @@ NAME = "smollm2-135m-instruct"
 FORMATS = ("q4_k_m", "q8_0", "f16", "transformers-fp32")
 
 
+def peak_rss_mb() -> float:
+    """This process's own high-water RSS (VmHWM). ru_maxrss would not do: Linux carries it
+    over exec from the parent, which held the transformers model while exporting."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    from harness.backends.throughput import peak_rss_mb as ru_maxrss_mb
+    return ru_maxrss_mb()
+
+
 def run_gguf(path: str, prompts: list[str], max_tokens: int, threads: int) -> dict:
     from harness.backends.llama_cpp import LlamaCppLM
     from harness.backends.throughput import METER
@@ -38,7 +48,8 @@ def run_gguf(path: str, prompts: list[str], max_tokens: int, threads: int) -> di
     METER.reset()
     for p in prompts:  # no stop strings: every format writes up to max_tokens (or its EOS)
         lm.generate_one(review_context(lm, p), [], max_tokens)
-    return {"load_s": load_s, "size_bytes": Path(path).stat().st_size, **METER.summary()}
+    return {**METER.summary(), "load_s": round(load_s, 3), "peak_rss_mb": peak_rss_mb(),
+            "size_bytes": Path(path).stat().st_size}
 
 
 def run_transformers(token_ids: list[list[int]], eog: list[int], max_tokens: int,
@@ -68,8 +79,8 @@ def run_transformers(token_ids: list[list[int]], eog: list[int], max_tokens: int
             METER.add(ids.shape[1], (clock.t_first or time.perf_counter()) - t,
                       out.shape[1] - ids.shape[1], total)
     size = sum(p.numel() * p.element_size() for p in model.parameters())
-    return {"load_s": load_s, "size_bytes": size, "size_note": "fp32 weights in memory",
-            **METER.summary()}
+    return {**METER.summary(), "load_s": round(load_s, 3), "peak_rss_mb": peak_rss_mb(),
+            "size_bytes": size, "size_note": "fp32 weights in memory"}
 
 
 def prompt_tokens(gguf: Path, prompts: list[str]) -> dict:
@@ -154,7 +165,7 @@ def main() -> None:
                     f"{args.prompts} prompts × ≤{args.max_tokens} tokens, {args.threads} threads")
     for c in ("format", "size MB", "load s", "peak RSS MB", "prompt tok/s", "gen tok/s",
               "gen vs fp32"):
-        t.add_column(c, justify="left" if c == "format" else "right")
+        t.add_column(c, justify="left" if c == "format" else "right", no_wrap=c == "format")
     for fmt, r in results.items():
         gen = r["generation_tokens_per_second"]
         speedup = round(gen / base, 2) if gen and base else None

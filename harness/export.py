@@ -510,7 +510,8 @@ def _run_verify(model, candidates, n, data, n_tokens, prog, base, adapter, threa
     prog.remove_task(task)
     res["reference"] = f"transformers {base.name}" + (
         f" + {adapter.name} (merged)" if adapter else "")
-    res["data"] = str(data) if data else "product_review test split (prepared, else demo)"
+    from .data import resolve_data_file
+    res["data"] = str(resolve_data_file("product_review", "test", data))
     return res
 
 

@@ -17,7 +17,8 @@ THROUGHPUT = ("prompt_tokens_per_second", "generation_tokens_per_second",
               "time_to_first_token_s", "wall_s", "peak_rss_mb")
 ID_COLS = ("model", "variant", "adapter", "backend", "task", "status", "reason", "n")
 # The metric each task is judged by first (per-sample diffs, plots), best first in this list.
-PRIMARY = {"product_review": ("hallucination_rate", "rouge_l"),
+PRIMARY = {"product_review": ("hallucination_rate", "relevance_product", "rouge_l",
+                              "bits_per_byte"),
            "product_department": ("acc",), "product_department_gen": ("exact_match", "acc"),
            "product_aisle": ("acc",), "product_nextitem": ("mrr", "hit@10")}
 # Columns of the terminal table (the files keep every metric).
@@ -176,11 +177,16 @@ def sample_diffs(cells: list[dict], k: int = 3) -> list[dict]:
         b = base.get((c["model"], c["backend"], c["task"]))
         if c["variant"] == "base" or not c.get("samples") or b is None:
             continue
-        metric = _primary(c["task"], set(_metrics_of(c)))
-        if metric is None:
+        # the first metric (task's primary ones first) on which some document changed
+        present = set(_metrics_of(c)) & set(_metrics_of(b))
+        order = [m for m in PRIMARY.get(c["task"], ()) if m in present] + sorted(present)
+        for metric in order:
+            xb, xt = _per_sample(b, metric), _per_sample(c, metric)
+            if any(xt[i] != xb[i] for i in set(xb) & set(xt)):
+                break
+        else:
             continue
         sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-        xb, xt = _per_sample(b, metric), _per_sample(c, metric)
         bs = {s["doc_id"]: s for s in b["samples"]}
         ts = {s["doc_id"]: s for s in c["samples"]}
         diffs = sorted(((sign * (xt[i] - xb[i]), i) for i in set(xb) & set(xt)))
@@ -230,13 +236,18 @@ def plots(cells: list[dict], rows: list[dict], out: Path) -> list[Path]:
     done = [c for c in cells if c.get("samples")]
     for task in sorted({c["task"] for c in done}):
         tc = [c for c in done if c["task"] == task]
-        metrics = sorted(set.intersection(*(set(_metrics_of(c)) for c in tc)))
-        metrics = [m for m in metrics if m not in ("length_words",)][:8]
+        common = set.intersection(*(set(_metrics_of(c)) for c in tc))
+        metrics = [m for m in KEY_METRICS.get(task, ()) if m in common] or sorted(common)[:8]
         if not metrics:
             continue
-        fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), squeeze=False)
-        labels = [f"{c['model']}\n{c['variant']}\n{c['backend']}" for c in tc]
-        for ax, m in zip(axes[0], metrics):
+        ncol = min(4, len(metrics))
+        nrow = math.ceil(len(metrics) / ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 3.6 * nrow), squeeze=False)
+        for ax in axes.flat[len(metrics):]:
+            ax.set_visible(False)
+        labels = [f"{SHORT.get(c['model'], c['model'])}\n{SHORT.get(c['variant'], c['variant'])}"
+                  f"\n{c['backend']}" for c in tc]
+        for ax, m in zip(axes.flat, metrics):
             means, errs = [], [[], []]
             for c in tc:
                 vals = list(_per_sample(c, m).values())

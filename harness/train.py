@@ -31,8 +31,8 @@ import os
 import platform
 import random
 import shutil
-import sys
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from importlib.util import find_spec
@@ -86,6 +86,14 @@ class TrainConfig:
     overwrite: bool = False
     progress: bool = True
 
+
+# Named settings, applied under explicit ones: train(model=..., preset="demo").
+# "demo": the committed 24-product demo set, a few steps at a high learning rate, two
+# validation passes on 8 records; sized for `make demo` on 2 CPU cores (see README).
+PRESETS: dict[str, dict] = {
+    "demo": dict(data="demo", max_steps=8, batch_size=4, lr=1e-3, warmup_ratio=0.0,
+                 eval_every=8, eval_examples=8),
+}
 
 # (min, max, min inclusive?) for every numeric field; None = optional
 RANGES: dict[str, tuple[float, float, bool]] = {
@@ -387,6 +395,16 @@ def torch_dtype(name: str, device_type: str):
     return getattr(torch, name)
 
 
+def gguf_kwargs(gguf_file: str | None) -> dict:
+    """from_pretrained arguments for a GGUF file: always the dequantized dense model (with
+    the `kernels` package installed transformers would keep the blocks packed, and packed
+    layers cannot be trained)."""
+    if not gguf_file:
+        return {}
+    from transformers import GgufConfig
+    return {"gguf_file": gguf_file, "quantization_config": GgufConfig(dequantize=True)}
+
+
 def unmark_gguf(model) -> None:
     """A model loaded from a GGUF comes back dequantized but flagged as quantized by the GGUF
     quantizer, which makes Trainer and peft refuse to train it; clear the flags."""
@@ -456,9 +474,7 @@ def load_transformers(cfg: TrainConfig, inp: Inputs, device, dtype):
     from transformers import AutoModelForCausalLM
 
     pretrained, gguf = inp.model_source
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if gguf:
-        kwargs["gguf_file"] = gguf
+    kwargs: dict[str, Any] = {"dtype": dtype, **gguf_kwargs(gguf)}
     quantize = inp.method == "qlora"
     if quantize and device.type == "cuda" and not gguf:
         from transformers import BitsAndBytesConfig
@@ -477,8 +493,11 @@ def load_transformers(cfg: TrainConfig, inp: Inputs, device, dtype):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
     torch.manual_seed(cfg.seed)   # the LoRA init
-    # LoRA weights in the compute dtype (see MasterWeights), not peft's float32 default
-    peft_model = get_peft_model(model, lora_config(cfg), autocast_adapter_dtype=False)
+    with warnings.catch_warnings():   # peft asks a deprecated transformers attribute
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing",
+                                category=FutureWarning)
+        # LoRA weights in the compute dtype (see MasterWeights), not peft's float32 default
+        peft_model = get_peft_model(model, lora_config(cfg), autocast_adapter_dtype=False)
     disable_cpu_packing(peft_model)
     return peft_model
 
@@ -510,7 +529,7 @@ def dequantized_dir(source: tuple[str, str | None]) -> Path:
     gguf_path = Path(pretrained) / gguf
     out = CACHE_DIR / "hf" / f"{gguf_path.stem}-{sha256_file(gguf_path)[:12]}"
     if not (out / "config.json").is_file():
-        model = AutoModelForCausalLM.from_pretrained(pretrained, gguf_file=gguf)
+        model = AutoModelForCausalLM.from_pretrained(pretrained, **gguf_kwargs(gguf))
         unmark_gguf(model)
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -538,6 +557,11 @@ LOGIT_TRANSFORMS: dict[str, Callable] = {
 }
 
 
+def right_padded(mask) -> bool:
+    """Every row is 1s then 0s (collate pads on the right)."""
+    return mask is not None and bool((mask[:, 1:] <= mask[:, :-1]).all())
+
+
 class ResponseLoss(torch.nn.Module):
     """Sum of the cross-entropy over response tokens, and their count.
 
@@ -556,6 +580,11 @@ class ResponseLoss(torch.nn.Module):
         import torch.nn.functional as F
 
         lm = self.causal_lm()
+        if right_padded(attention_mask):
+            # Padding only at the end: under the causal mask no real token sees a pad, so the
+            # padding mask changes nothing the loss reads. Without it, attention runs the
+            # fused causal kernel instead of materialising a (batch, heads, T, T) mask.
+            attention_mask = None
         hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
                                   use_cache=False).last_hidden_state
         targets = labels[:, 1:]
@@ -816,14 +845,18 @@ def evaluate_loss(loss_fn, examples: list[Example], batch_size: int, pad_id: int
     return float(total[0] / total[1])
 
 
-def train(config: TrainConfig | None = None, **overrides) -> dict:
+def train(config: TrainConfig | None = None, preset: str | None = None, **overrides) -> dict:
     """Train an adapter; returns the training.json record (plus "output").
 
-    `train(model=..., task=..., data="demo", max_steps=20)` or `train(TrainConfig(...))`."""
+    `train(model=..., task=..., data="demo", max_steps=20)`, `train(TrainConfig(...))`, or
+    `train(model=..., preset="demo")` (PRESETS; explicit settings win)."""
     unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
     if unknown:
         raise HarnessError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
-    cfg = TrainConfig(**{**(asdict(config) if config else {}), **overrides})
+    if preset is not None and preset not in PRESETS:
+        raise HarnessError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    cfg = TrainConfig(**{**(asdict(config) if config else {}), **PRESETS.get(preset, {}),
+                         **overrides})
     t_start = time.perf_counter()
 
     # -- inputs, checked before any compute --------------------------------------------------

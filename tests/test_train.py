@@ -163,14 +163,16 @@ def test_response_loss_equals_the_models_own_loss(tiny, smol_tokenizer, arch):
 
 # --- training --------------------------------------------------------------------------------
 
-def _val_loss_with_stock_peft(base_dir, adapter_dir, tokenizer, dtype):
-    """Reload base + adapter with stock transformers/peft and compute the validation loss."""
+def _val_loss_with_stock_peft(base_dir, adapter_dir, tokenizer, dtype, n=6):
+    """Reload base + adapter with stock transformers/peft and compute the validation loss
+    (the first n demo records, as the trainer's eval_examples=n)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
     model = PeftModel.from_pretrained(base, adapter_dir).eval()
-    examples, _ = tokenize_examples(tokenizer, "product_review", demo_records(), True, 1024)
+    examples, _ = tokenize_examples(tokenizer, "product_review", demo_records()[:n], True,
+                                    1024)
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].ids))
     s = n = 0.0
     with torch.no_grad():
@@ -185,8 +187,8 @@ def _val_loss_with_stock_peft(base_dir, adapter_dir, tokenizer, dtype):
 def test_tiny_model_trains_and_adapter_reloads_with_stock_peft(tiny, smol_tokenizer, tmp_path,
                                                                arch, dtype):
     out = tmp_path / "adapter"
-    rec = train(model=str(tiny[arch]), data="demo", max_steps=6, batch_size=4, lr=3e-3,
-                eval_every=2, dtype=dtype, output=str(out), progress=False)
+    train(model=str(tiny[arch]), data="demo", max_steps=4, batch_size=2, lr=3e-3,
+          eval_every=2, eval_examples=6, dtype=dtype, output=str(out), progress=False)
     files = {p.name for p in out.iterdir()}
     assert files == {"adapter_config.json", "adapter_model.safetensors", "training.json",
                      "loss_curve.png"}
@@ -197,7 +199,7 @@ def test_tiny_model_trains_and_adapter_reloads_with_stock_peft(tiny, smol_tokeni
         assert key in meta, key
     assert (meta["base_model"], meta["task"], meta["method"]) == \
         (str(tiny[arch]), "product_review", "lora")
-    assert len(meta["train_loss"]) == 6 and [s for s, _ in meta["val_loss"]] == [0, 2, 4, 6]
+    assert len(meta["train_loss"]) == 4 and [s for s, _ in meta["val_loss"]] == [0, 2, 4]
     assert meta["best_val_loss"] < meta["initial_val_loss"]
     assert meta["data"]["train"]["sha256"] and meta["split_sizes"]["train"] == 24
     assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
@@ -212,10 +214,10 @@ def test_tiny_model_trains_and_adapter_reloads_with_stock_peft(tiny, smol_tokeni
 def test_early_stopping_keeps_the_best_adapter(tiny, smol_tokenizer, tmp_path):
     out = tmp_path / "adapter"
     # a learning rate far too high: the validation loss gets worse after the first steps
-    rec = train(model=str(tiny["llama"]), data="demo", max_steps=40, batch_size=4, lr=0.9,
-                warmup_ratio=0, eval_every=1, patience=2, dtype="float32", output=str(out),
-                progress=False)
-    assert rec["stopped_early"] and rec["steps"] < 40
+    rec = train(model=str(tiny["llama"]), data="demo", max_steps=12, batch_size=2, lr=0.9,
+                warmup_ratio=0, eval_every=1, eval_examples=6, patience=2, dtype="float32",
+                output=str(out), progress=False)
+    assert rec["stopped_early"] and rec["steps"] < 12
     vals = dict((s, v) for s, v in rec["val_loss"])
     assert rec["best_val_loss"] == pytest.approx(min(vals.values()))
     assert rec["steps"] - rec["best_step"] == 2   # patience 2
@@ -232,7 +234,7 @@ def test_qlora_cpu_gradients_match_a_dequantized_reference(tiny, smol_tokenizer)
     from bitsandbytes.functional import dequantize_4bit, has_avx512bf16
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-    from harness.train import disable_cpu_packing, quantize_linear_4bit
+    from harness.train import quantize_linear_4bit
 
     examples, _ = tokenize_examples(smol_tokenizer, "product_review", demo_records()[:2],
                                     True, 1024)
@@ -287,7 +289,8 @@ def test_qlora_cpu_trains_and_saves_a_plain_lora_adapter(tiny, smol_tokenizer, t
                         "extra (pip install -e '.[qlora-cpu]')")
     out = tmp_path / "adapter"
     rec = train(model=str(tiny["llama"]), data="demo", method="qlora", max_steps=3,
-                batch_size=4, lr=3e-3, eval_every=3, output=str(out), progress=False)
+                batch_size=2, lr=3e-3, eval_every=3, eval_examples=6, output=str(out),
+                progress=False)
     assert rec["method"] == "qlora" and rec["best_val_loss"] < rec["initial_val_loss"]
     # the adapter applies to the unquantized base with stock peft
     again = _val_loss_with_stock_peft(tiny["llama"], out, smol_tokenizer, torch.bfloat16)

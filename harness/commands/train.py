@@ -12,6 +12,7 @@ PANEL = "Train"
 def register(app) -> None:
     @app.command("train", rich_help_panel=PANEL)
     def train_cmd(
+        ctx: typer.Context,
         model: str = typer.Option("smollm2-135m-instruct", "--model", help="Registry name "
                                   "(`harness models`), HF model directory or .gguf file."),
         task: str = typer.Option("product_review", "--task", help="Task whose prompt builder "
@@ -53,26 +54,33 @@ def register(app) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing "
                                        "adapter in --output."),
         progress: bool = typer.Option(True, "--progress/--quiet", help="Progress bar and log."),
+        preset: Optional[str] = typer.Option(None, "--preset", help="Named settings, e.g. "
+                                             "'demo' (demo set, 8 steps); flags given on the "
+                                             "command line win."),
     ):
         """Train a LoRA/QLoRA adapter (PEFT format) on a task's train split, with validation
         loss, early stopping (best adapter kept), atomic checkpoints and --resume.
 
         harness train --model smollm2-135m-instruct --task product_review --epochs 1
         """
+        from click.core import ParameterSource
         from rich.console import Console
 
-        from ..train import TrainConfig, train
+        from ..train import train
 
-        cfg = TrainConfig(model=model, task=task, method=method, data=data,
-                          output=str(output) if output else None, epochs=epochs,
-                          max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
-                          lr=lr, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
-                          lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                          target_modules=target_modules, max_seq_len=max_seq_len,
-                          eval_every=eval_every, eval_examples=eval_examples, patience=patience,
-                          save_every=save_every, seed=seed, dtype=dtype, engine=engine,
-                          threads=threads, resume=resume, overwrite=overwrite, progress=progress)
-        rec = train(cfg)
+        given = dict(model=model, task=task, method=method, data=data,
+                     output=str(output) if output else None, epochs=epochs,
+                     max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
+                     lr=lr, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
+                     lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                     target_modules=target_modules, max_seq_len=max_seq_len,
+                     eval_every=eval_every, eval_examples=eval_examples, patience=patience,
+                     save_every=save_every, seed=seed, dtype=dtype, engine=engine,
+                     threads=threads, resume=resume, overwrite=overwrite, progress=progress)
+        if preset:   # a preset fills what the command line leaves at its default
+            given = {k: v for k, v in given.items()
+                     if ctx.get_parameter_source(k) != ParameterSource.DEFAULT}
+        rec = train(preset=preset, **given)
         Console().print(
             f"[bold]adapter[/] {rec['output']}  validation loss {rec['initial_val_loss']} → "
             f"{rec['best_val_loss']:.4f} (step {rec['best_step']}/{rec['steps']}), "

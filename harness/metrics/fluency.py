@@ -100,11 +100,36 @@ class ReferenceLM:
             t = self.model.tokenize(s.encode(), add_bos=False, special=True)
             if len(t) == 1:
                 ends.add(t[0])
-        for i in range(self.n_vocab):
-            piece = self.model.token_to_piece(i, special=False).decode("utf-8", "ignore")
-            if SENTENCE_END_PIECE.fullmatch(piece):
-                ends.add(i)
+        ends |= set(self._punctuation_ids())
         return np.array(sorted(i for i in ends if 0 <= i < self.n_vocab), dtype=np.int64)
+
+    def _punctuation_ids(self) -> list[int]:
+        """Scanning a 262k vocabulary takes seconds: cached on disk per GGUF file."""
+        import json
+
+        from ..io import write_json
+        from ..paths import CACHE_DIR
+        st = self.path.stat()
+        key = f"{self.path.name}-{st.st_size}-{int(st.st_mtime)}"
+        cache = CACHE_DIR / "metrics" / f"sentence_end_ids-{key}.json"
+        if cache.is_file():
+            try:
+                return [int(i) for i in json.loads(cache.read_text())]
+            except (ValueError, OSError):
+                pass
+        ids = [i for i in range(self.n_vocab)
+               if SENTENCE_END_PIECE.fullmatch(self._piece(i).decode("utf-8", "ignore"))]
+        try:
+            write_json(cache, ids)
+        except (OSError, HarnessError):
+            pass
+        return ids
+
+    def _piece(self, token: int) -> bytes:
+        import ctypes
+        buf = ctypes.create_string_buffer(64)
+        n = self._ll.llama_token_to_piece(self.model.vocab, token, buf, 64, 0, False)
+        return buf.raw[:max(n, 0)]
 
     def _tokens(self, text: str) -> tuple[list[int], int, bool]:
         """(tokens with BOS, bytes covered, truncated?)"""
@@ -114,7 +139,7 @@ class ReferenceLM:
         if len(toks) <= MAX_TOKENS:
             return toks, len(text.encode("utf-8")), False
         toks = toks[:MAX_TOKENS]
-        covered = b"".join(self.model.token_to_piece(t, special=False) for t in toks[1:])
+        covered = b"".join(self._piece(t) for t in toks[1:])
         return toks, len(covered), True
 
     def _decode(self, seqs: list[list[int]]) -> np.ndarray:

@@ -105,22 +105,6 @@ def task_metadata(results: dict) -> dict:
     return {}
 
 
-def register_catalogue_brands(data=None, fallback: list[dict] | None = None) -> str:
-    """Brands of every product of the task data (the lexicon lm-eval's run used); the samples'
-    own records when that data is not here. Returns where they came from."""
-    from ..data import SPLITS
-    from ..tasks_registry import read_records
-    from .lexicon import register_brands
-
-    try:
-        recs = [r for s in SPLITS for r in read_records("product_review", s, data)]
-        register_brands(r.get("product", {}).get("brand") for r in recs)
-        return f"task data ({data or 'default'})"
-    except HarnessError:
-        register_brands(r.get("product", {}).get("brand") for r in fallback or [])
-        return "samples only"
-
-
 def rescore_file(samples_file: Path, out_dir: Path | None = None,
                  overrides: dict | None = None,
                  progress: Callable[[int], None] | None = None) -> dict:
@@ -135,7 +119,8 @@ def rescore_file(samples_file: Path, out_dir: Path | None = None,
         or meta.get("fluency_reference"),
         nli_model=o.get("nli_model") or base.nli_model or meta.get("nli_model"),
         scorers=cfgmod._parse("scorers", o.get("scorers")) or base.scorers)
-    brands_from = register_catalogue_brands(meta.get("data"), [r for _, r, _ in rows])
+    from .catalogue import register_task_data
+    catalogue = register_task_data(meta.get("data"), [r for _, r, _ in rows])
     from . import score_reviews
     scored: list[dict] = []
     for i in range(0, len(rows), CHUNK):
@@ -154,7 +139,7 @@ def rescore_file(samples_file: Path, out_dir: Path | None = None,
                "config": {"model_under_test": cfg.model_under_test,
                           "fluency_reference": reference, "nli_model": cfg.nli_model,
                           "scorers": list(cfg.scorers) if cfg.scorers else None,
-                          "brand_lexicon": brands_from},
+                          "catalogue": catalogue},
                "aggregate": aggregate(scored)}
     write_jsonl(dest / f"scores_{name}.jsonl", per_sample)
     write_json(dest / f"scores_{name}.json", summary)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Callable
 
 from ..io import HarnessError
-from . import lexicon as lx
 from .planted import PERTURBATIONS, is_clean, planted_hallucinations
 
 THRESHOLDS = {"hallucination_recall": (">=", 0.95), "hallucination_false_flag_rate": ("<=", 0.05),
@@ -163,7 +162,7 @@ def _top_category(r: dict) -> str:
 
 def validate_relevance(records: list[dict], n: int, seed: int,
                        progress: Callable[[int], None] | None = None) -> dict:
-    from .relevance import embed, product_embedding_text
+    from .relevance import embed, product_embedding_text, product_relevance
 
     rng = random.Random(seed)
     pool = [r for r in records if _top_category(r)]
@@ -176,6 +175,7 @@ def validate_relevance(records: list[dict], n: int, seed: int,
         if len(pairs) >= n:
             break
     per_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    raw_wins = 0
     losses = []
     step = 64
     for i in range(0, len(pairs), step):
@@ -184,8 +184,10 @@ def validate_relevance(records: list[dict], n: int, seed: int,
                    + [r["review"] for r, _ in chunk] + [o["review"] for _, o in chunk])
         m = len(chunk)
         for j, (r, o) in enumerate(chunk):
-            own, other = float(ev[j] @ ev[m + j]), float(ev[j] @ ev[2 * m + j])
+            own, own_cos = product_relevance(ev[m + j], ev[j])
+            other, other_cos = product_relevance(ev[2 * m + j], ev[j])
             win = own > other
+            raw_wins += own_cos > other_cos
             key = r["source"]
             for k in ("all", key):
                 per_kind[k][0] += 1
@@ -198,6 +200,7 @@ def validate_relevance(records: list[dict], n: int, seed: int,
             progress(len(chunk))
     return {"relevance_rank_accuracy": _rate(per_kind["all"][1], per_kind["all"][0]),
             "relevance_pairs": per_kind["all"][0],
+            "relevance_cosine_rank_accuracy": _rate(raw_wins, per_kind["all"][0]),
             "relevance_by_source": {k: {"n": v[0], "hit_rate": _rate(v[1], v[0])}
                                     for k, v in per_kind.items() if k != "all"},
             "relevance_losses": losses}
@@ -218,7 +221,8 @@ def run_validation(records: list[dict], *, seed: int = 0, n_fluency: int = 200,
     """The validation report. `progress(part, advance, total)` for a progress bar."""
     from .config import reference_for
 
-    lx.register_brands(r["product"].get("brand") for r in records)
+    from .catalogue import register_catalogue
+    register_catalogue(records, "validation records")
     reference = reference or reference_for(None)
     report: dict = {"seed": seed, "records": len(records), "thresholds": {
         k: f"{op} {v}" for k, (op, v) in THRESHOLDS.items()}}

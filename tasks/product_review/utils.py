@@ -4,19 +4,20 @@ import json
 
 from harness.metrics import score_review
 from harness.metrics.aggregate import pooled_hallucination_rate  # noqa: F401  (YAML aggregation)
+from harness.metrics.catalogue import register_catalogue
 from harness.metrics.config import configure_from_metadata, current, reference_for
-from harness.metrics.lexicon import register_brands
 from harness.prompts import review_example
 from harness.tasks_registry import load_task_dataset, record_of
 
 
 def load_dataset(**metadata):
     """The task data; also hands the metadata (fluency_reference, model_under_test, nli_model,
-    scorers) to the scorers and registers every product's brand as a known brand."""
+    scorers) to the scorers and registers every product as the catalogue (brands, the average
+    product that centres relevance_product)."""
     configure_from_metadata(metadata)
     ds = load_task_dataset("product_review", metadata.get("data"))
-    register_brands(json.loads(r).get("product", {}).get("brand")
-                    for split in ds.values() for r in split["record"])
+    register_catalogue([json.loads(r) for split in ds.values() for r in split["record"]],
+                       f"task data ({metadata.get('data') or 'default'})")
     return ds
 
 

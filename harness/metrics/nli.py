@@ -39,9 +39,9 @@ def nli_model(path: str):
             str(p), local_files_only=True).eval()
     except (OSError, ValueError) as e:
         raise HarnessError(f"{p}: cannot load the NLI model ({e})") from e
-    labels = {i: str(l).lower() for i, l in model.config.id2label.items()}
-    ent = [i for i, l in labels.items() if l.startswith("entail")]
-    con = [i for i, l in labels.items() if l.startswith("contra")]
+    labels = {i: str(name).lower() for i, name in model.config.id2label.items()}
+    ent = [i for i, name in labels.items() if name.startswith("entail")]
+    con = [i for i, name in labels.items() if name.startswith("contra")]
     if not ent or not con:
         raise HarnessError(f"{p}: config.json id2label {model.config.id2label} has no "
                            f"'entailment' and 'contradiction' labels")

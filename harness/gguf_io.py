@@ -350,13 +350,14 @@ def scan_gguf(path: str | os.PathLike) -> GGUFFile:
 
 
 # --- tokenizer metadata --------------------------------------------------------------------------
-def _copy_tokenizer_from_gguf(w: gguf.GGUFWriter, path: Path) -> str:
+def _copy_tokenizer_from_gguf(w: gguf.GGUFWriter, path: Path, vocab_size: int) -> str:
     src = read_gguf(path)
-    keys = [k for k in src.kv if k.startswith("tokenizer.")]
-    for key in keys:
+    n_tokens = len(src.kv.get("tokenizer.ggml.tokens") or [])
+    if n_tokens != vocab_size:
+        raise HarnessError(f"{path}: its tokenizer has {n_tokens} tokens, the model "
+                           f"{vocab_size}; take the tokenizer from a GGUF of the same model")
+    for key in [k for k in src.kv if k.startswith("tokenizer.")]:
         w.add_key_value(key, src.kv[key], *src.types[key])
-    if not keys:
-        raise HarnessError(f"{path}: no tokenizer metadata to copy")
     return f"copied from {path.name}"
 
 
@@ -422,7 +423,7 @@ def add_tokenizer(w: gguf.GGUFWriter, source: Path, vocab_size: int) -> str:
     """Tokenizer, special tokens and chat template from a GGUF (copied) or an HF directory."""
     source = Path(source)
     if source.suffix == ".gguf":
-        return _copy_tokenizer_from_gguf(w, source)
+        return _copy_tokenizer_from_gguf(w, source, vocab_size)
     return _tokenizer_from_hf_dir(w, source, vocab_size)
 
 

@@ -708,20 +708,34 @@ def load_checkpoint(ck: Path, weights: MasterWeights, optimizer, acc) -> dict:
     return meta
 
 
-def save_adapter(peft_model, weights: MasterWeights, output: Path, base_name: str | None):
-    """adapter_config.json + adapter_model.safetensors (float32), each replaced atomically."""
+def save_adapter(peft_model, weights: MasterWeights, output: Path, base_name: str | None,
+                 acc, loss_fn) -> None:
+    """adapter_config.json + adapter_model.safetensors (float32), each replaced atomically.
+    Called on every process: with sharded parameters (FSDP, DeepSpeed) all of them take part
+    in gathering the full state; the main process writes."""
+    state = None
+    if sharded(acc):
+        state = {k.removeprefix("model."): v for k, v in acc.get_state_dict(loss_fn).items()}
+    if not acc.is_main_process:
+        return
     tmp = output / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     cfg = peft_model.peft_config["default"]
     old, cfg.base_model_name_or_path = cfg.base_model_name_or_path, base_name
     try:
         with weights.float32_in_model():
-            peft_model.save_pretrained(str(tmp), safe_serialization=True)
+            peft_model.save_pretrained(str(tmp), safe_serialization=True,
+                                       **({"state_dict": state} if state else {}))
     finally:
         cfg.base_model_name_or_path = old
     for f in ADAPTER_FILES:
         os.replace(tmp / f, output / f)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sharded(acc) -> bool:
+    """Parameters or optimizer state split across processes (FSDP, DeepSpeed)."""
+    return acc.distributed_type.name in ("FSDP", "DEEPSPEED")
 
 
 # ==== 8. records: hashes, versions, device, loss curve =======================================
@@ -879,6 +893,9 @@ def train(config: TrainConfig | None = None, preset: str | None = None, **overri
         console.print(msg, highlight=False, markup=False)
     if cfg.overwrite and acc.is_main_process:
         clear_output(inp.output)
+    if inp.checkpoint is not None and sharded(acc):
+        raise HarnessError("--resume: checkpoints are written by single-process and DDP runs "
+                           "only, not under FSDP or DeepSpeed")
     if inp.checkpoint is not None:
         saved_cfg = read_json(inp.checkpoint / "state.json")["config"]
         diff = {k: (saved_cfg.get(k), v) for k, v in asdict(cfg).items()
@@ -952,8 +969,8 @@ def train(config: TrainConfig | None = None, preset: str | None = None, **overri
         improved = st.best_val is None or val < st.best_val - cfg.min_delta
         if improved:
             st.best_val, st.best_step, st.bad_evals = val, step, 0
-            if step > 0 and acc.is_main_process:
-                save_adapter(peft_model, weights, inp.output, inp.hub_id)
+            if step > 0:
+                save_adapter(peft_model, weights, inp.output, inp.hub_id, acc, loss_fn)
         elif step > 0:
             st.bad_evals += 1
         say(f"step {step}/{total}: validation loss {val:.4f}"
@@ -1003,7 +1020,8 @@ def train(config: TrainConfig | None = None, preset: str | None = None, **overri
                 if cfg.patience and st.bad_evals >= cfg.patience:
                     st.stopped_early = True
                     say(f"early stop at step {step}: no gain in {cfg.patience} evaluations")
-            if step % save_every == 0 and step < total and not st.stopped_early:
+            if step % save_every == 0 and step < total and not st.stopped_early \
+                    and not sharded(acc):
                 save_checkpoint(inp.output, step, weights, optimizer, checkpoint_state(), acc)
 
     # -- outputs -----------------------------------------------------------------------------
@@ -1041,12 +1059,12 @@ def train(config: TrainConfig | None = None, preset: str | None = None, **overri
         "versions": versions(inp.engine), "device": device_info(device),
         "num_processes": acc.num_processes,
     }
+    if not st.best_step:
+        # no step beat the base model: keep the last adapter, say so in the record
+        save_adapter(peft_model, weights, inp.output, inp.hub_id, acc, loss_fn)
+        record["best_step_note"] = "no step improved on the base model's validation loss; " \
+                                   "the adapter is the last step's"
     if acc.is_main_process:
-        if st.best_step == 0 or not (inp.output / "adapter_model.safetensors").exists():
-            # no step beat the base model: keep the last adapter, say so in the record
-            save_adapter(peft_model, weights, inp.output, inp.hub_id)
-            record["best_step_note"] = "no step improved on the base model's validation loss;" \
-                                       " the adapter is the last step's"
         plot_losses(inp.output / "loss_curve.png", st.train_loss, st.val_loss, st.best_step,
                     f"{cfg.model} · {cfg.task} · {inp.method}")
         write_json(inp.output / "training.json", record)

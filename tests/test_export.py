@@ -149,7 +149,7 @@ def test_lora_on_base_matches_merged(kind, tiny, base_export, tmp_path):
     assert alone["mean_kl"] > 100 * max(lora["mean_kl"], 1e-6), rows
 
 
-def test_merged_export_through_peft_merge(tiny, tmp_path):
+def test_merged_export_through_peft_merge(tiny, tmp_path, no_network):
     """The library's own path: read the adapter (base from training.json), load, merge, write."""
     ad = make_adapter(_load(tiny("llama")), tmp_path / "adapter", scale=0.3)
     write_training_json(ad, str(tiny("llama")))
@@ -159,6 +159,7 @@ def test_merged_export_through_peft_merge(tiny, tmp_path):
     res = export(ad, "gguf", ["f16"], **VERIFY)
     assert res.files["f16"] == ad / "gguf" / "adapter.f16.gguf"
     assert res.verify["rows"]["f16"]["top1_agreement"] >= 0.99
+    assert no_network == []
 
 
 # --- bad input -----------------------------------------------------------------------------
@@ -247,6 +248,12 @@ def test_parse_products_formats_and_errors():
         parse_products(json.dumps([one, {"brand": "x"}]), "p.json")
     with pytest.raises(HarnessError, match="empty input"):
         parse_products("  \n")
+    from harness.backends.llama_cpp import StopScanner
+
+    scan = StopScanner(None, ["Product:", "<end_of_turn>"])  # streaming holds back what a
+    for text, stable in (("Product", ""), ("Great kettle, boils fast", "Great kettle")):
+        scan.text = text                                      # stop string may still claim
+        assert scan.stable() == stable
     stops = review_stop()  # the task YAML's own stop strings, read without its !function tags
     assert stops and all(isinstance(x, str) and x for x in stops)
     assert int(task_generation_kwargs()["max_gen_toks"]) > 0

@@ -68,6 +68,16 @@ def test_lora_on_bundled_base_matches_merged_transformers(smol):
     assert row["top1_agreement"] >= 0.9 and row["mean_kl"] < 0.1, row
 
 
+def test_export_itself_is_offline(smol, tmp_path, no_network):
+    """No llama.cpp checkout, no download: writing and quantizing happen in-process."""
+    adapter, merged, _, _ = smol
+    lora = export(adapter, "gguf-lora", out=tmp_path)
+    full = export(adapter, "gguf", ["q4_k_m"], model=merged, out=tmp_path, threads=THREADS)
+    assert lora.files["lora"].is_file() and full.files["q4_k_m"].is_file()
+    assert not list(tmp_path.glob(".*"))  # the intermediate F16 is gone
+    assert no_network == []
+
+
 def _product_file(tmp_path, n=1):
     from harness.tasks_registry import read_records
     rows = read_records("product_review", "test")[:n]

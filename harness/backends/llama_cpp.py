@@ -110,7 +110,7 @@ class StopScanner:
     def stable(self) -> str:
         """The text so far that no stop string can still cut (for streaming)."""
         hold = max((len(u) for u in self.until), default=1) - 1
-        return self.text[: len(self.text) - hold] if hold else self.text
+        return self.text[: max(0, len(self.text) - hold)]
 
 
 @register_model("llama-cpp", "llamacpp")

@@ -129,6 +129,9 @@ def register(app) -> None:
         for r in generate_reviews(model, products, lora=lora, max_tokens=max_tokens,
                                   temperature=temperature, seed=seed, lm=lm, on_text=stream):
             rows.append(r)
+            if r["id"] not in started:
+                console.print(f"[bold]{r['id']}[/] [dim](empty review: a stop string came "
+                              f"first)[/]", end="")
             console.print()
             console.print(f"[dim]   {r['generated_tokens']} tokens, "
                           f"{r['generation_tokens_per_second'] or 0:.1f} tok/s generation, "

@@ -311,7 +311,7 @@ def check_claims(product: dict, text: str) -> list[dict]:
     """Every checkable claim of `text` with status and evidence, in text order."""
     f = facts_of(product)
     claims, cands = extract_claims(text, f.subject, product.get("brand"))
-    out = []
+    found = []
     for c in claims + cands:
         got = CHECKERS[c.kind](c, f)
         if got is None:
@@ -321,9 +321,18 @@ def check_claims(product: dict, text: str) -> list[dict]:
         d.pop("precision", None)
         d.pop("other_context", None)
         d.update(status=status, evidence=evidence)
-        out.append(d)
-    out.sort(key=lambda d: (d["start"], d["end"]))
-    return out
+        found.append(d)
+    found.sort(key=lambda d: (d["start"], d["end"]))
+    # A fact repeated ("wireless ... wireless ...") is one claim, with every mention's span.
+    out: dict[str, dict] = {}
+    for d in found:
+        key = json.dumps([d["kind"], d["attribute"], d["value"], d["status"]], sort_keys=True)
+        if key in out:
+            out[key]["mentions"] += 1
+            out[key]["spans"].append([d["start"], d["end"]])
+        else:
+            out[key] = {**d, "mentions": 1, "spans": [[d["start"], d["end"]]]}
+    return list(out.values())
 
 
 def hallucination_scores(product: dict, text: str) -> dict:

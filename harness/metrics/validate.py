@@ -59,8 +59,8 @@ def validate_hallucination(records: list[dict], seed: int = 0,
     misses = []
     for c in cases:
         claims = check_claims(by_id[c.record_id]["product"], c.text)
-        hit = any(x["status"] != SUPPORTED and x["start"] < c.span[1] and x["end"] > c.span[0]
-                  for x in claims)
+        hit = any(x["status"] != SUPPORTED and s < c.span[1] and e > c.span[0]
+                  for x in claims for s, e in x["spans"])
         for key in (c.kind, f"{c.kind}/{c.mode}"):
             per_kind[key][0] += 1
             per_kind[key][1] += hit

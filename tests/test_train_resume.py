@@ -91,8 +91,9 @@ def test_sigkill_then_resume_gives_the_uninterrupted_adapter(tiny_llama, tmp_pat
     assert a.keys() == b.keys() and len(a) == 2 * 7 * 2
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst <= TOL, f"resumed adapter differs by {worst}"
-    assert res["train_loss"] == pytest.approx(ref["train_loss"], abs=1e-5)
-    assert res["val_loss"] == pytest.approx(ref["val_loss"], abs=1e-5)
+    for key in ("train_loss", "val_loss"):   # the logged losses, step by step
+        assert [s for s, _ in res[key]] == [s for s, _ in ref[key]]
+        assert [v for _, v in res[key]] == pytest.approx([v for _, v in ref[key]], abs=1e-5)
     # and the run was not trivially short: the adapter moved away from its initialisation
     assert max(float(t.abs().max()) for k, t in a.items() if "lora_B" in k) > 0
     assert torch.isfinite(torch.tensor(res["best_val_loss"]))

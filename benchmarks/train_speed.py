@@ -15,7 +15,7 @@ of the training loop; "CPU s" is the process CPU time of that loop (less sensiti
 load on the machine). Each arm runs in its own subprocess, so peak RSS is that arm's own.
 With --repeat 2 the arms run A B B A and the best of each is kept.
 
-    .venv/bin/python benchmarks/train_speed.py [--examples 48] [--batch-size 8] [--repeat 1]
+    .venv/bin/python benchmarks/train_speed.py [--examples 48] [--batch-size 4] [--grad-accum 2]
 
 Writes results/bench/train_speed.json and prints a table.
 """
@@ -51,7 +51,8 @@ def arm_ours(a, data_dir: Path, work: Path) -> dict:
     from harness.train import train
 
     rec = train(model=a.model, task="product_review", data=str(data_dir), epochs=1,
-                batch_size=a.batch_size, lr=a.lr, warmup_ratio=a.warmup_ratio,
+                batch_size=a.batch_size, grad_accum=a.grad_accum, lr=a.lr,
+                warmup_ratio=a.warmup_ratio,
                 lora_r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=a.lora_dropout,
                 max_seq_len=a.max_seq_len, eval_every=10**6, eval_examples=4, patience=0,
                 seed=a.seed, threads=a.threads, output=str(work / "ours"), overwrite=True,
@@ -102,6 +103,7 @@ def arm_baseline(a, data_dir: Path, work: Path) -> dict:
 
     args = TrainingArguments(
         output_dir=str(work / "baseline"), per_device_train_batch_size=a.batch_size,
+        gradient_accumulation_steps=a.grad_accum,
         num_train_epochs=1, learning_rate=a.lr, lr_scheduler_type="cosine",
         warmup_steps=a.warmup_ratio, weight_decay=0.0, max_grad_norm=1.0, logging_steps=1,
         save_strategy="no", eval_strategy="no", report_to=[], seed=a.seed,
@@ -154,7 +156,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--examples", type=int, default=48, help="train examples (one epoch)")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--grad-accum", type=int, default=2)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--warmup-ratio", type=float, default=0.05)
     ap.add_argument("--lora-r", type=int, default=16)
@@ -172,8 +175,8 @@ def main() -> None:
     a = ap.parse_args()
     if a.arm:
         return run_child(a)
-    if a.examples % a.batch_size:
-        raise SystemExit("--examples must be a multiple of --batch-size (whole batches)")
+    if a.examples % (a.batch_size * a.grad_accum):
+        raise SystemExit("--examples must be a multiple of --batch-size × --grad-accum")
 
     with tempfile.TemporaryDirectory(prefix="train_speed_") as tmp:
         work = Path(tmp)
@@ -212,7 +215,7 @@ def main() -> None:
     from rich.table import Table
 
     t = Table(title=f"training throughput — {a.model}, {a.examples} examples × 1 epoch, "
-                    f"batch {a.batch_size}")
+                    f"batch {a.batch_size} × {a.grad_accum} accumulation")
     for c in ("arm", "tokens", "steps", "train s", "tokens/s", "CPU s", "tokens/CPU s",
               "padding", "peak RSS MB", "last loss"):
         t.add_column(c, justify="left" if c == "arm" else "right")

@@ -61,8 +61,8 @@ class TrainConfig:
     output: str | None = None              # default adapters/<model>-<task>-<method>
     epochs: float = 1.0
     max_steps: int | None = None           # overrides epochs
-    batch_size: int = 8                    # sequences per micro-batch
-    grad_accum: int = 1                    # micro-batches per optimizer step
+    batch_size: int = 4                    # sequences per micro-batch (activation memory)
+    grad_accum: int = 2                    # micro-batches per optimizer step
     lr: float = 2e-4
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
@@ -91,8 +91,8 @@ class TrainConfig:
 # "demo": the committed 24-product demo set, a few steps at a high learning rate, two
 # validation passes on 8 records; sized for `make demo` on 2 CPU cores (see README).
 PRESETS: dict[str, dict] = {
-    "demo": dict(data="demo", max_steps=8, batch_size=4, lr=1e-3, warmup_ratio=0.0,
-                 eval_every=8, eval_examples=8),
+    "demo": dict(data="demo", max_steps=8, batch_size=4, grad_accum=1, lr=1e-3,
+                 warmup_ratio=0.0, eval_every=8, eval_examples=8),
 }
 
 # (min, max, min inclusive?) for every numeric field; None = optional
@@ -343,7 +343,7 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) ->
 
 
 def collate(examples: list[Example], pad_id: int) -> dict:
-
+    """Right-padded tensors: input_ids, attention_mask, labels (IGNORE on prompt and pad)."""
     width = max(len(e.ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
@@ -363,7 +363,6 @@ class Schedule:
     batch_size: int
     per_step: int                          # micro-batches per optimizer step, all processes
     seed: int
-    total: int = 0
 
     @property
     def steps_per_epoch(self) -> int:
@@ -485,10 +484,10 @@ def load_transformers(cfg: TrainConfig, inp: Inputs, device, dtype):
     model = AutoModelForCausalLM.from_pretrained(pretrained, **kwargs)
     if gguf:
         unmark_gguf(model)
-    if quantize and not getattr(model, "is_loaded_in_4bit", False):
-        quantize_linear_4bit(model, dtype, device)
-    if not getattr(model, "is_loaded_in_4bit", False):
+    if not getattr(model, "is_loaded_in_4bit", False):   # not quantized at load time
         model.to(device)
+        if quantize:
+            quantize_linear_4bit(model, dtype, device)
     if gradient_checkpointing(cfg, device):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
@@ -510,7 +509,7 @@ def load_unsloth(cfg: TrainConfig, inp: Inputs, device, dtype):
         str(dequantized_dir(inp.model_source))
     model, _ = FastLanguageModel.from_pretrained(
         model_name=pretrained, max_seq_length=cfg.max_seq_len, dtype=dtype,
-        load_in_4bit=inp.method == "qlora", local_files_only=True)
+        load_in_4bit=inp.method == "qlora")
     targets = LORA_TARGETS if cfg.target_modules == "all-linear" else \
         [t.strip() for t in cfg.target_modules.split(",") if t.strip()]
     return FastLanguageModel.get_peft_model(
@@ -929,7 +928,6 @@ def train(config: TrainConfig | None = None, preset: str | None = None, **overri
     sched = Schedule([len(e.ids) for e in train_ex], cfg.batch_size,
                      cfg.grad_accum * acc.num_processes, cfg.seed)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * sched.steps_per_epoch))
-    sched.total = total
     eval_every = cfg.eval_every or max(1, total // 5)
     save_every = cfg.save_every or eval_every
 

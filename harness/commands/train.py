@@ -27,8 +27,9 @@ def register(app) -> None:
         epochs: float = typer.Option(1.0, "--epochs", help="Passes over the train split."),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps "
                                                 "(overrides --epochs)."),
-        batch_size: int = typer.Option(8, "--batch-size", help="Sequences per micro-batch."),
-        grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per step."),
+        batch_size: int = typer.Option(4, "--batch-size", help="Sequences per micro-batch."),
+        grad_accum: int = typer.Option(2, "--grad-accum", help="Micro-batches per step "
+                                       "(batch = batch size × grad accum × processes)."),
         lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate (warmup + cosine)."),
         warmup_ratio: float = typer.Option(0.05, "--warmup-ratio", help="Warmup share."),
         weight_decay: float = typer.Option(0.0, "--weight-decay"),

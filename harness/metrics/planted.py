@@ -161,7 +161,7 @@ COLOUR_CHOICES = ("red", "blue", "green", "yellow", "pink", "purple", "white", "
 AMBIGUOUS_COLOUR_CHOICES = {"orange", "silver", "golden"}
 # Words whose presence in the JSON makes a colour not plainly wrong (shades of it).
 COLOUR_WORDS = {"grey": ("grey", "gray", "silver", "charcoal"),
-                "silver": ("silver", "grey", "gray", "chrome"), "golden": ("gold", "champagne"),
+                "silver": ("silver", "grey", "gray", "chrome", "charcoal"), "golden": ("gold", "champagne"),
                 "pink": ("pink", "rose", "magenta"), "purple": ("purple", "violet", "lavender"),
                 "red": ("red", "maroon", "wine", "burgundy"),
                 "blue": ("blue", "navy", "teal", "turquoise", "cyan", "indigo"),
@@ -217,8 +217,9 @@ class Injector:
         return _far_from_all(number * info[1], same)
 
     def _quantity_sources(self, product: dict):
-        """(number string, unit, dimension, template) for amounts stated in the JSON title,
-        features and details; durations only with their role (warranty, battery, charging)."""
+        """(number string, unit as written after it, dimension, template) for amounts stated
+        in the JSON title, features and details ("16H", " W"); durations only with their role
+        (warranty, battery, charging)."""
         from .claims import duration_role
         from .units import find_quantities
         lines = [product.get("title", "")] + product.get("features", []) + \
@@ -229,12 +230,13 @@ class Injector:
                 m = re.match(r".*?(\d[\d,]*(?:\.\d+)?)", q.text)
                 if not (m and q.dim in UNIT_SWAPS and q.lo == q.hi and not q.qualifier):
                     continue
+                unit = q.text[m.end():]
                 if q.dim == "duration":
                     tpl = DURATION_TEMPLATES.get(duration_role(line, q.start, q.end))
                     if tpl:
-                        out.append((m.group(1), q.unit, q.dim, tpl))
+                        out.append((m.group(1), unit, q.dim, tpl))
                 else:
-                    out.append((m.group(1), q.unit, q.dim, None))
+                    out.append((m.group(1), unit, q.dim, None))
         return out
 
     def _template(self, tpl):
@@ -266,8 +268,9 @@ class Injector:
             num, unit, _, tpl = self.rng.choice(sources)
             for fac in self.rng.sample(FACTORS, len(FACTORS)):
                 new = _fmt_like(float(num.replace(",", "")) * fac, num)
-                if self._wrong_amount(product, float(new.replace(",", "")), unit, pnums):
-                    q = f"{new} {unit}"
+                if self._wrong_amount(product, float(new.replace(",", "")), unit.strip(" -"),
+                                      pnums):
+                    q = f"{new}{unit}"
                     text, span = _insert(self.rng, review, self._template(tpl).format(q=q))
                     return Planted("number", "inserted", text, span, q, rec["id"])
         price = (product.get("price") or {}).get("amount")
@@ -314,7 +317,7 @@ class Injector:
         sources = self._quantity_sources(product)
         self.rng.shuffle(sources)
         for num, unit, dim, tpl in sources:
-            u = swap(num, unit, dim)
+            u = swap(num, unit.strip(" -"), dim)
             if u:
                 q = f"{num} {u}"
                 text, span = _insert(self.rng, review, self._template(tpl).format(q=q))

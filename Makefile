@@ -7,7 +7,11 @@ STAMP  := $(VENV)/.stamp-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 # Portable llama.cpp CPU build (x86-64-v3). The native build enables the AMX kernels, which
 # segfault in ggml_backend_amx_mul_mat on this workplace's CPUs (see README, "Known issues").
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# One variable per export line: `export A=1 B=1` would set A to "1 B=1".
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export HF_EVALUATE_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
 
 .PHONY: setup test test-all demo bench clean-venv
 setup: $(STAMP)

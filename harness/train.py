@@ -17,7 +17,7 @@ One recipe that reads top to bottom (torchtune style):
                   validation loss every N steps, early stopping, best adapter kept, atomic
                   checkpoints every M steps, `resume=True` continues after a kill
     8. outputs    adapter_config.json + adapter_model.safetensors (PEFT), training.json,
-                  loss_curve.png
+                  loss.png
 
     from harness.train import train
     train(model="smollm2-135m-instruct", task="product_review", data="demo", max_steps=20)
@@ -45,7 +45,7 @@ from .io import HarnessError, atomic_path, read_json, sha256_file, write_json
 
 IGNORE = -100
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-OUTPUT_FILES = (*ADAPTER_FILES, "training.json", "loss_curve.png")
+OUTPUT_FILES = (*ADAPTER_FILES, "training.json", "loss.png")
 CHECKPOINTS = "checkpoints"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -980,7 +980,9 @@ def train(config: TrainConfig | None = None, preset: str | None = None, **overri
     # -- the loop ----------------------------------------------------------------------------
     loss_fn.train()
     step = start
-    with _progress(console) as bar:
+    # grad mode is process-wide: a scorer or evaluator run earlier in this process may have
+    # turned it off
+    with torch.enable_grad(), _progress(console) as bar:
         task = bar.add_task("train", total=total, completed=start, loss="-", tps="-")
         while step < total and not st.stopped_early:
             for g in optimizer.param_groups:
@@ -1063,7 +1065,7 @@ def train(config: TrainConfig | None = None, preset: str | None = None, **overri
         record["best_step_note"] = "no step improved on the base model's validation loss; " \
                                    "the adapter is the last step's"
     if acc.is_main_process:
-        plot_losses(inp.output / "loss_curve.png", st.train_loss, st.val_loss, st.best_step,
+        plot_losses(inp.output / "loss.png", st.train_loss, st.val_loss, st.best_step,
                     f"{cfg.model} · {cfg.task} · {inp.method}")
         write_json(inp.output / "training.json", record)
         shutil.rmtree(inp.output / CHECKPOINTS, ignore_errors=True)

@@ -61,6 +61,10 @@ def test_config_sources(monkeypatch):
     config.configure(model_under_test="other")
     assert config.current().model_under_test == "other"                   # explicit > metadata
     config.reset()
+    monkeypatch.delenv("HARNESS_MODEL_UNDER_TEST")
+    config.configure_from_metadata({"model": "gemma3-270m", "data": "demo"})  # lm-eval model_args
+    assert config.current().model_under_test == "gemma3-270m"
+    config.reset()
 
 
 def test_all_metric_families_per_sample(scored):

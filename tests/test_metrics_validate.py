@@ -23,13 +23,17 @@ def records(prepared_dir):
 
 def test_thresholds_on_a_subset(records):
     subset = sorted(records, key=lambda r: r["id"])[::3]       # every third product
-    rep = run_validation(subset, seed=0, n_fluency=8, n_relevance=120)
+    rep = run_validation(subset, seed=0, n_fluency=8, parts=("hallucination", "fluency"))
+    # relevance is cheap (MiniLM embeddings): all records and the command's 500 pairs, since
+    # on 120 pairs one pair is 0.8 points and short generic reviews ("It's a good product.")
+    # lose to any review that names a product type
+    rep.update(run_validation(records, seed=0, n_relevance=500, parts=("relevance",)))
     for key in REQUIRED:
         assert key in rep, key
     assert rep["hallucination_cases"] > 1500 and rep["clean_reviews"] > 60
     assert set(rep["hallucination_by_kind"]) >= {"number", "unit", "brand", "colour",
                                                  "material", "feature"}
-    assert rep["fluency_pairs"] == 24 and rep["relevance_pairs"] == 120
+    assert rep["fluency_pairs"] == 24 and rep["relevance_pairs"] == 500
     assert all(passed(rep).values()), {k: rep[k] for k in THRESHOLDS}
 
 

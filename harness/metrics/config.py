@@ -3,7 +3,8 @@ fluency, which (optional) NLI model checks entailment.
 
 Sources, first found wins: `configure(...)` (the CLI, `harness score`), the task metadata
 (`--metadata '{"fluency_reference": "smollm2-135m-instruct"}'`, read when the task loads its
-data), environment variables, defaults.
+data), environment variables, defaults (for the model under test: the `model`/`pretrained`
+model arg that lm-eval copies into the task metadata).
 
     HARNESS_MODEL_UNDER_TEST   registry name or path of the model being evaluated
     HARNESS_FLUENCY_REFERENCE  reference LM for bits per byte (name, GGUF path, or "none")
@@ -30,6 +31,7 @@ class ScoringConfig:
 
 _OVERRIDE = ScoringConfig()
 _METADATA = ScoringConfig()
+_METADATA_MODEL: str | None = None
 ENV = {"model_under_test": "HARNESS_MODEL_UNDER_TEST",
        "fluency_reference": "HARNESS_FLUENCY_REFERENCE", "nli_model": "HARNESS_NLI_MODEL",
        "scorers": "HARNESS_SCORERS"}
@@ -49,15 +51,18 @@ def configure(**kw) -> None:
 
 def configure_from_metadata(metadata: dict) -> None:
     """Called by the task when lm-eval loads its data with the task metadata."""
-    global _METADATA
+    global _METADATA, _METADATA_MODEL
     names = {f.name for f in fields(ScoringConfig)}
     _METADATA = ScoringConfig(**{k: _parse(k, v) for k, v in (metadata or {}).items()
-                                 if k in names})
+                                 if k in names and v is not None})
+    # lm-eval copies --model_args into the task metadata: the last resort for the model under
+    # test (a plain `lm_eval` run without HARNESS_MODEL_UNDER_TEST)
+    _METADATA_MODEL = (metadata or {}).get("model") or (metadata or {}).get("pretrained")
 
 
 def reset() -> None:
-    global _OVERRIDE, _METADATA
-    _OVERRIDE, _METADATA = ScoringConfig(), ScoringConfig()
+    global _OVERRIDE, _METADATA, _METADATA_MODEL
+    _OVERRIDE, _METADATA, _METADATA_MODEL = ScoringConfig(), ScoringConfig(), None
 
 
 def current() -> ScoringConfig:
@@ -68,6 +73,8 @@ def current() -> ScoringConfig:
             v = getattr(_METADATA, f.name)
         if v is None and os.environ.get(ENV[f.name]):
             v = _parse(f.name, os.environ[ENV[f.name]])
+        if v is None and f.name == "model_under_test":
+            v = _METADATA_MODEL
         out[f.name] = v
     return ScoringConfig(**out)
 

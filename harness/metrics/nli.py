@@ -45,7 +45,7 @@ def nli_model(path: str):
     if not ent or not con:
         raise HarnessError(f"{p}: config.json id2label {model.config.id2label} has no "
                            f"'entailment' and 'contradiction' labels")
-    torch.set_grad_enabled(False)
+    model.requires_grad_(False)   # not torch.set_grad_enabled: that is process-wide
     return tok, model, ent[0], con[0]
 
 

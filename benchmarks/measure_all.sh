@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Every figure quoted in README's "Measured here", in one serial run on an otherwise idle
+# machine (llama.cpp and torch use all cores; a second heavy job halves every number).
+#
+#     make setup && bash benchmarks/measure_all.sh [STEP ...]
+#
+# Steps (default: all, in this order): prepare backends metrics validate train train_speed
+# export export_formats compare department nextitem. Each step logs to results/measure/STEP.log
+# and appends "STEP seconds" to results/measure/wall.tsv. Needs ../shared/data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+H=.venv/bin/harness
+PY=.venv/bin/python
+RAW=${RAW:-../shared/data}
+OUT=results/measure
+SMOL=smollm2-135m-instruct
+ADAPTER=adapters/$SMOL-product_review-lora
+mkdir -p "$OUT"
+
+prepare()        { $H data prepare --raw-dir "$RAW" --out data/prepared; }
+backends()       { $PY benchmarks/backends.py --prompts 8 --max-tokens 64; }
+metrics()        { $PY benchmarks/metrics_speed.py --n 500 --raw-dir "$RAW"; }
+validate()       { $H metrics validate --raw-dir "$RAW" --out "$OUT/validate"; }
+train()          { $H train --model $SMOL --task product_review --epochs 1 --output "$ADAPTER" \
+                     --resume; }
+train_speed()    { $PY benchmarks/train_speed.py --examples 48 --repeat 2; }
+export_()        { $H export "$ADAPTER" --format gguf-lora &&
+                   $H export "$ADAPTER" --format gguf --quant q8_0 --quant q4_k_m --verify; }
+export_formats() { $PY benchmarks/export_formats.py --prompts 8 --max-tokens 64 \
+                     --out results/bench/export_formats.json; }
+compare()        { $H compare --models smollm2-135m-instruct,gemma3-270m --tasks product_review \
+                     --backends llama-cpp,hf --output "$OUT/compare-test" --resume; }
+department()     { $H compare --models smollm2-135m-instruct,gemma3-270m \
+                     --tasks product_department --backends llama-cpp --limit 200 \
+                     --output "$OUT/compare-department" --resume &&
+                   $H baseline --task product_department; }
+nextitem()       { $H compare --models smollm2-135m-instruct,gemma3-270m \
+                     --tasks product_nextitem --backends llama-cpp --limit 200 \
+                     --output "$OUT/compare-nextitem" --resume &&
+                   $H baseline --task product_nextitem; }
+
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(prepare backends metrics validate train train_speed export \
+                                 export_formats compare department nextitem)
+for s in "${steps[@]}"; do
+  fn=$s; [ "$s" = export ] && fn=export_
+  echo "== $s ($(date -u +%H:%M:%S), load $(cut -d' ' -f1 /proc/loadavg))"
+  t0=$(date +%s)
+  $fn 2>&1 | tee "$OUT/$s.log"
+  printf '%s\t%s\n' "$s" "$(( $(date +%s) - t0 ))" >> "$OUT/wall.tsv"
+done

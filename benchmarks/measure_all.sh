@@ -15,6 +15,7 @@ PY=.venv/bin/python
 RAW=${RAW:-../shared/data}
 OUT=results/measure
 SMOL=smollm2-135m-instruct
+MODELS=${MODELS:-smollm2-135m-instruct,gemma3-270m}   # department / nextitem rows
 ADAPTER=adapters/$SMOL-product_review-lora
 mkdir -p "$OUT"
 
@@ -31,11 +32,11 @@ export_formats() { $PY benchmarks/export_formats.py --prompts 8 --max-tokens 64 
                      --out results/bench/export_formats.json; }
 compare()        { $H compare --models smollm2-135m-instruct,gemma3-270m --tasks product_review \
                      --backends llama-cpp,hf --output "$OUT/compare-test" --resume; }
-department()     { $H compare --models smollm2-135m-instruct,gemma3-270m \
+department()     { $H compare --models "$MODELS" \
                      --tasks product_department --backends llama-cpp --limit 200 \
                      --output "$OUT/compare-department" --resume &&
                    $H baseline --task product_department; }
-nextitem()       { $H compare --models smollm2-135m-instruct,gemma3-270m \
+nextitem()       { $H compare --models "$MODELS" \
                      --tasks product_nextitem --backends llama-cpp --limit 200 \
                      --output "$OUT/compare-nextitem" --resume &&
                    $H baseline --task product_nextitem; }

@@ -36,7 +36,11 @@ SHORT = {"prompt_tokens_per_second": "prompt t/s", "generation_tokens_per_second
          "mistral-7b-instruct": "mistral-7b", "tuned-merged-q4_k_m": "tuned-q4km"}
 LOWER_IS_BETTER = {"hallucination_rate", "contradiction", "bits_per_byte", "repeated_3gram_rate",
                    "degenerate", "unsupported", "contradicted", "time_to_first_token_s",
-                   "peak_rss_mb", "wall_s", "perplexity", "word_perplexity", "byte_perplexity"}
+                   "peak_rss_mb", "wall_s", "perplexity", "word_perplexity", "byte_perplexity",
+                   "hallucination_claims", "degenerate_cutoff", "degenerate_echo",
+                   "degenerate_empty", "degenerate_loop"}
+# counts and lengths with no better direction: a diff is reported as higher / lower
+NEUTRAL = {"claims_found", "length_words", "end_bits", "cell_wall_s"}
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -153,6 +157,8 @@ def comparisons(cells: list[dict], n_boot: int = 2000, seed: int = 0) -> list[di
 
 def _better(metric: str, st: dict) -> str:
     lower = metric in LOWER_IS_BETTER
+    if metric in NEUTRAL:
+        return "higher" if st["lo"] > 0 else "lower" if st["hi"] < 0 else "no significant change"
     if st["lo"] > 0:
         return "worse" if lower else "better"
     if st["hi"] < 0:

@@ -15,7 +15,7 @@ PY=.venv/bin/python
 RAW=${RAW:-../shared/data}
 OUT=results/measure
 SMOL=smollm2-135m-instruct
-MODELS=${MODELS:-smollm2-135m-instruct,gemma3-270m}   # department / nextitem rows
+MODELS=${MODELS:-smollm2-135m-instruct,gemma3-270m}   # the bundled models: compare rows
 ADAPTER=adapters/$SMOL-product_review-lora
 mkdir -p "$OUT"
 
@@ -30,7 +30,7 @@ export_()        { $H export "$ADAPTER" --format gguf-lora &&
                    $H export "$ADAPTER" --format gguf --quant q8_0 --quant q4_k_m --verify; }
 export_formats() { $PY benchmarks/export_formats.py --prompts 8 --max-tokens 64 \
                      --out results/bench/export_formats.json; }
-compare()        { $H compare --models smollm2-135m-instruct,gemma3-270m --tasks product_review \
+compare()        { $H compare --models "$MODELS" --tasks product_review \
                      --backends llama-cpp,hf --output "$OUT/compare-test" --resume; }
 department()     { $H compare --models "$MODELS" \
                      --tasks product_department --backends llama-cpp --limit 200 \

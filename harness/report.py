@@ -62,6 +62,8 @@ def load_run(run: Path) -> tuple[dict, list[dict]]:
             c["samples"] = list(read_jsonl(sf)) if sf.exists() else []
             if c["status"] in ("pending", "failed"):
                 c["status"] = "done"
+            if c.get("wall_s") is None:   # a cached cell: its time is in its own results
+                c["wall_s"] = c["results"].get("harness_cell", {}).get("wall_s")
         cells.append(c)
     return state, cells
 
@@ -376,7 +378,9 @@ def markdown(state: dict, rows, comps, diffs, pngs) -> str:
              f"{','.join(cfg.get('tasks', []))} --backends {','.join(cfg.get('backends', []))}"
              + (f" --limit {cfg['limit']}" if cfg.get("limit") else "")
              + (f" --data {cfg['data']}" if cfg.get("data") else "") + "`", "",
-             f"Run wall time: {state.get('wall_s', 'unfinished')} s. Bold = best in column "
+             f"Wall time of this invocation: {state.get('wall_s', 'unfinished')} s (a resumed "
+             f"run counts only the cells it ran); model time of all cells: "
+             f"{sum(r.get('cell_wall_s') or 0 for r in rows):.1f} s. Bold = best in column "
              f"(among LLM rows). Throughput is measured on this machine's CPU.", ""]
     for task in sorted({r["task"] for r in rows}):
         tr = [r for r in rows if r["task"] == task]

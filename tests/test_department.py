@@ -211,3 +211,42 @@ def test_lm_eval_multiple_choice_and_generate_on_llama_cpp(tmp_path):
     gen = res["results"]["product_department_gen"]
     assert 0 <= gen["invalid,none"] <= 1
     assert gen["acc,none"] + gen["invalid,none"] <= 1
+
+
+def test_department_adapter_trains_and_compare_scores_it_on_both_llama_cpp_variants(tmp_path):
+    """The whole loop on a classification task: `harness train --task product_department`
+    on the real SmolLM2, then `harness compare` finds the adapter and scores it on llama.cpp
+    as a run-time LoRA GGUF and as the merged Q4_K_M. The demo set is train and test split
+    at once, so the tuned model must beat the base one on it: if the adapter were not applied
+    in llama.cpp's loglikelihood scoring, tuned would equal base."""
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from harness.paths import ROOT
+
+    env = dict(os.environ, HARNESS_ADAPTERS_DIR=str(tmp_path / "adapters"))
+    adapter = tmp_path / "adapters" / "smol-department"
+
+    def cli(*args):
+        r = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
+                           text=True, timeout=1200, env=env, cwd=ROOT)
+        assert r.returncode == 0, r.stderr[-3000:]
+
+    cli("train", "--model", "smollm2-135m-instruct", "--task", "product_department",
+        "--data", "demo", "--max-steps", "12", "--batch-size", "8", "--grad-accum", "1",
+        "--lr", "2e-3", "--eval-every", "6", "--output", str(adapter), "--quiet")
+    info = json.loads((adapter / "training.json").read_text())
+    assert info["task"] == "product_department"
+    assert info["best_val_loss"] < info["initial_val_loss"] * 0.5, info["val_loss"]
+    cli("compare", "--models", "smollm2-135m-instruct", "--tasks", "product_department",
+        "--backends", "llama-cpp", "--data", "demo", "--output", str(tmp_path / "run"))
+    df = pd.read_csv(tmp_path / "run" / "summary.csv")
+    assert "baseline" in set(df["variant"])       # TF-IDF + LR and majority rows beside them
+    df = df[df["model"] == "smollm2-135m-instruct"].set_index("variant")
+    assert set(df.index) == {"base", "tuned", "tuned-merged-q4_k_m"}
+    assert (df["status"] == "done").all() and (df["n"] == 24).all()
+    assert df.loc["tuned", "acc"] > df.loc["base", "acc"] + 0.2, df["acc"]
+    assert df.loc["tuned-merged-q4_k_m", "acc"] > df.loc["base", "acc"] + 0.2, df["acc"]

@@ -218,6 +218,26 @@ def _title(sample: dict) -> str:
 
 
 def _resp(sample: dict) -> str:
+    """The generated text; for a loglikelihood-ranked document (multiple choice, next item)
+    the top-ranked choice by raw loglikelihood and the gold one, not a bare number."""
+    choices = [a[1] for a in sample.get("arguments") or []
+               if isinstance(a, (list, tuple)) and len(a) == 2]
+    lls = [r[0] if isinstance(r, (list, tuple)) else r for r in sample.get("resps") or []]
+    lls = [x[0] if isinstance(x, (list, tuple)) else x for x in lls]
+    if len(choices) > 1 and len(lls) == len(choices):
+        try:
+            lls = [float(x) for x in lls]
+        except (TypeError, ValueError):
+            lls = []
+        if lls:
+            top = max(range(len(lls)), key=lls.__getitem__)
+            gold = sample.get("target")
+            rank = 1 + sum(x > lls[gold] for x in lls) if isinstance(gold, int) and \
+                0 <= gold < len(lls) else None
+            text = f"top choice {choices[top].strip()!r}"
+            if rank is not None:
+                text += f"; gold {choices[gold].strip()!r} ranked {rank} of {len(lls)}"
+            return text + " (raw loglikelihood)"
     r = sample.get("filtered_resps") or sample.get("resps") or [""]
     while isinstance(r, list) and r:
         r = r[0]

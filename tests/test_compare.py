@@ -129,3 +129,18 @@ def test_compare_resume_reuses_finished_cells(tmp_path, env):
     statuses = [c["status"] for c in state["cells"]]
     assert "cached" in statuses and statuses.count("done") + statuses.count("cached") == 2
     assert state["status"] == "finished"
+
+
+def test_per_sample_output_of_a_ranked_document_names_the_choices():
+    """Multiple-choice / ranking samples (lm-eval's loglikelihood layout) show the top choice
+    and the gold one's rank, not a bare loglikelihood; generated text stays as it is."""
+    from harness.report import _resp
+
+    ctx = "Which department?\nProduct: Golden Monkey\nDepartment:"
+    sample = {"arguments": [[ctx, " alcohol"], [ctx, " snacks"], [ctx, " beverages"]],
+              "resps": [[[-4.9, False]], [[-1.2, True]], [[-3.0, False]]],
+              "target": 0}
+    assert _resp(sample) == ("top choice 'snacks'; gold 'alcohol' ranked 3 of 3 "
+                             "(raw loglikelihood)")
+    assert _resp({"arguments": [["Write a review", {"until": []}]],
+                  "resps": [["Great tea."]], "filtered_resps": ["Great tea."]}) == "Great tea."

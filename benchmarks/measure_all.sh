@@ -5,7 +5,8 @@
 #     make setup && bash benchmarks/measure_all.sh [STEP ...]
 #
 # Steps (default: all, in this order): prepare backends metrics validate train train_speed
-# export export_formats compare train_department department train_nextitem nextitem. Each step logs to results/measure/STEP.log
+# export export_formats compare train_department train_department_gemma department
+# train_nextitem train_nextitem_gemma nextitem. Each step logs to results/measure/STEP.log
 # and appends "STEP seconds" to results/measure/wall.tsv. Needs ../shared/data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,9 +38,15 @@ compare()        { $H compare --models "$MODELS" --tasks product_review \
 train_department() { $H train --model $SMOL --task product_department --max-steps 200 \
                        --batch-size 16 --grad-accum 1 --lr 5e-4 --resume \
                        --output adapters/$SMOL-product_department-lora; }
+train_department_gemma() { $H train --model gemma3-270m --task product_department --max-steps 200 \
+                             --batch-size 16 --grad-accum 1 --lr 5e-4 --resume \
+                             --output adapters/gemma3-270m-product_department-lora; }
 train_nextitem()   { $H train --model $SMOL --task product_nextitem --max-steps 120 \
                        --batch-size 4 --grad-accum 2 --resume \
                        --output adapters/$SMOL-product_nextitem-lora; }
+train_nextitem_gemma() { $H train --model gemma3-270m --task product_nextitem --max-steps 120 \
+                           --batch-size 4 --grad-accum 2 --resume \
+                           --output adapters/gemma3-270m-product_nextitem-lora; }
 department()     { $H compare --models "$MODELS" \
                      --tasks product_department --backends llama-cpp --limit 200 \
                      --output "$OUT/compare-department" --resume &&
@@ -51,8 +58,8 @@ nextitem()       { $H compare --models "$MODELS" \
 
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(prepare backends metrics validate train train_speed export \
-                                 export_formats compare train_department department \
-                                 train_nextitem nextitem)
+                                 export_formats compare train_department train_department_gemma department \
+                                 train_nextitem train_nextitem_gemma nextitem)
 for s in "${steps[@]}"; do
   fn=$s; [ "$s" = export ] && fn=export_
   echo "== $s ($(date -u +%H:%M:%S), load $(cut -d' ' -f1 /proc/loadavg))"

@@ -35,18 +35,13 @@ compare()        { $H compare --models "$MODELS" --tasks product_review \
                      --backends llama-cpp,hf --output "$OUT/compare-test" --resume; }
 # Classification / ranking adapters: a fixed number of steps (a fraction of an epoch: 38,561
 # department and 8,900 nextitem train records) to fit this machine's time; compare finds them.
-train_department() { $H train --model $SMOL --task product_department --max-steps 200 \
-                       --batch-size 16 --grad-accum 1 --lr 5e-4 --resume \
-                       --output adapters/$SMOL-product_department-lora; }
-train_department_gemma() { $H train --model gemma3-270m --task product_department --max-steps 200 \
-                             --batch-size 16 --grad-accum 1 --lr 5e-4 --resume \
-                             --output adapters/gemma3-270m-product_department-lora; }
-train_nextitem()   { $H train --model $SMOL --task product_nextitem --max-steps 120 \
-                       --batch-size 4 --grad-accum 2 --resume \
-                       --output adapters/$SMOL-product_nextitem-lora; }
-train_nextitem_gemma() { $H train --model gemma3-270m --task product_nextitem --max-steps 120 \
-                           --batch-size 4 --grad-accum 2 --resume \
-                           --output adapters/gemma3-270m-product_nextitem-lora; }
+task_adapter() { $H train --model "$1" --task "$2" --resume --output "adapters/$1-$2-lora" "${@:3}"; }
+DEPT=(--max-steps 200 --batch-size 16 --grad-accum 1 --lr 5e-4)
+NEXT=(--max-steps 120 --batch-size 4 --grad-accum 2)
+train_department()       { task_adapter $SMOL product_department "${DEPT[@]}"; }
+train_department_gemma() { task_adapter gemma3-270m product_department "${DEPT[@]}"; }
+train_nextitem()         { task_adapter $SMOL product_nextitem "${NEXT[@]}"; }
+train_nextitem_gemma()   { task_adapter gemma3-270m product_nextitem "${NEXT[@]}"; }
 department()     { $H compare --models "$MODELS" \
                      --tasks product_department --backends llama-cpp --limit 200 \
                      --output "$OUT/compare-department" --resume &&

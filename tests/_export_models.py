@@ -60,6 +60,7 @@ def make_adapter(model, out: Path, seed: int = 0, r: int = 8, alpha: int = 16,
 
     cfg = LoraConfig(r=r, lora_alpha=alpha, target_modules=LORA_TARGETS, lora_dropout=0.0,
                      task_type="CAUSAL_LM", **lora_kw)
+    torch.manual_seed(seed)  # lora_A is initialised from the global RNG
     peft_model = get_peft_model(model, cfg)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -30,6 +30,7 @@ def make_adapter(dest: Path, seed: int = 0) -> Path:
 
     pretrained, gguf = resolve_hf("smollm2-135m-instruct")
     model = AutoModelForCausalLM.from_pretrained(pretrained, gguf_file=gguf, dtype=torch.float32)
+    torch.manual_seed(seed)  # lora_A is initialised from the global RNG: same adapter every run
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=[
         "q_proj", "v_proj"], task_type="CAUSAL_LM"))
     g = torch.Generator().manual_seed(seed)

@@ -723,7 +723,9 @@ def save_adapter(peft_model, weights: MasterWeights, output: Path, base_name: st
     old, cfg.base_model_name_or_path = cfg.base_model_name_or_path, base_name
     try:
         with weights.float32_in_model():
+            # the vocabulary is never resized; "auto" would look the base model up on the hub
             peft_model.save_pretrained(str(tmp), safe_serialization=True,
+                                       save_embedding_layers=False,
                                        **({"state_dict": state} if state else {}))
     finally:
         cfg.base_model_name_or_path = old

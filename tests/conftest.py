@@ -54,6 +54,15 @@ def no_network(monkeypatch):
         attempts.append(address)
         raise NetworkCalled(f"network call to {address}")
 
+    real_getaddrinfo = socket.getaddrinfo
+
+    def guarded_getaddrinfo(host, *a, **k):   # a name lookup is the first step of any call
+        if host in (None, "localhost", "::1") or str(host).startswith("127."):
+            return real_getaddrinfo(host, *a, **k)
+        attempts.append(host)
+        raise NetworkCalled(f"name lookup of {host}")
+
     monkeypatch.setattr(socket.socket, "connect", guarded)
     monkeypatch.setattr(socket, "create_connection", guarded_create_connection)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
     return attempts

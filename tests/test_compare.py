@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from _cli import run_cli
+
 from harness.paths import ROOT
 
 ALL_MODELS = {"smollm2-135m-instruct", "gemma3-270m", "llama2-7b-chat", "mistral-7b-instruct",
@@ -45,11 +47,6 @@ def make_adapter(dest: Path, seed: int = 0) -> Path:
     return dest
 
 
-def _cli(args, env, timeout=1500):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=ROOT)
-
-
 @pytest.fixture
 def env(tmp_path):
     e = dict(os.environ)
@@ -60,8 +57,8 @@ def env(tmp_path):
 
 def test_compare_all_models_base_only(tmp_path, env):
     out = tmp_path / "run"
-    r = _cli(["compare", "--models", "all", "--limit", "2", "--data", "demo", "--backends",
-              "llama-cpp", "--gen-kwargs", "max_gen_toks=24", "--output", str(out)], env)
+    r = run_cli(["compare", "--models", "all", "--limit", "2", "--data", "demo", "--backends",
+                 "llama-cpp", "--gen-kwargs", "max_gen_toks=24", "--output", str(out)], env)
     assert r.returncode == 0, r.stderr[-3000:]
     df = pd.read_csv(out / "summary.csv")
     assert set(df["model"]) == ALL_MODELS
@@ -79,7 +76,7 @@ def test_compare_all_models_base_only(tmp_path, env):
     assert len(list(out.glob("*.png"))) >= 2
     # `harness report` re-renders from saved files without a model
     (out / "report.md").unlink()
-    r2 = _cli(["report", str(out)], env, timeout=300)
+    r2 = run_cli(["report", str(out)], env, timeout=300)
     assert r2.returncode == 0, r2.stderr[-2000:]
     assert (out / "report.md").exists()
 
@@ -87,8 +84,8 @@ def test_compare_all_models_base_only(tmp_path, env):
 def test_compare_base_vs_tuned_with_ci_and_sample_diffs(tmp_path, env):
     make_adapter(Path(env["HARNESS_ADAPTERS_DIR"]) / "smollm2-test")
     out = tmp_path / "run"
-    r = _cli(["compare", "--models", "smollm2-135m-instruct", "--limit", "4", "--data", "demo",
-              "--backends", "hf", "--gen-kwargs", "max_gen_toks=24", "--output", str(out)], env)
+    r = run_cli(["compare", "--models", "smollm2-135m-instruct", "--limit", "4", "--data", "demo",
+                 "--backends", "hf", "--gen-kwargs", "max_gen_toks=24", "--output", str(out)], env)
     assert r.returncode == 0, r.stderr[-3000:]
     df = pd.read_csv(out / "summary.csv")
     assert set(df["variant"]) == {"base", "tuned"}
@@ -121,9 +118,9 @@ def test_compare_resume_reuses_finished_cells(tmp_path, env):
     assert state["status"] == "running"
     mtime = first.stat().st_mtime_ns
     # without --resume an unfinished run is refused, not overwritten
-    r = _cli(args, env)
+    r = run_cli(args, env)
     assert r.returncode == 2 and "--resume" in r.stderr
-    r = _cli(args + ["--resume"], env)
+    r = run_cli(args + ["--resume"], env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert first.stat().st_mtime_ns == mtime, "a finished cell was rerun"
     state = json.loads((out / "run.json").read_text())

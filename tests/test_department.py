@@ -220,19 +220,15 @@ def test_department_adapter_trains_and_compare_scores_it_on_both_llama_cpp_varia
     at once, so the tuned model must beat the base one on it: if the adapter were not applied
     in llama.cpp's loglikelihood scoring, tuned would equal base."""
     import os
-    import subprocess
-    import sys
 
     import pandas as pd
-
-    from harness.paths import ROOT
+    from _cli import run_cli
 
     env = dict(os.environ, HARNESS_ADAPTERS_DIR=str(tmp_path / "adapters"))
     adapter = tmp_path / "adapters" / "smol-department"
 
     def cli(*args):
-        r = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
-                           text=True, timeout=1200, env=env, cwd=ROOT)
+        r = run_cli(args, env, timeout=1200)
         assert r.returncode == 0, r.stderr[-3000:]
 
     cli("train", "--model", "smollm2-135m-instruct", "--task", "product_department",

@@ -68,3 +68,19 @@ def test_smollm2_real_train_split_lowers_validation_loss(prepared_dir, tmp_path)
                 eval_every=12, eval_examples=32, output=str(tmp_path / "a"), progress=False)
     assert rec["split_sizes"]["train"] > 500
     assert rec["best_val_loss"] < rec["initial_val_loss"]
+
+
+def test_training_a_registry_model_makes_no_network_call_even_when_online(
+        tmp_path, no_network, monkeypatch):
+    """The adapter records the hub id as its base model; saving it must not look that id up
+    on the hub (peft's default does, to check the vocabulary), with offline mode off."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    out = tmp_path / "adapter"
+    train(model="smollm2-135m-instruct", data="demo", max_steps=1, batch_size=2, eval_every=1,
+          eval_examples=2, output=str(out), progress=False)
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] \
+        == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert no_network == [], f"network calls: {no_network}"

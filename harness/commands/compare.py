@@ -98,24 +98,20 @@ def register(app) -> None:
     @app.command("demo", rich_help_panel=PANEL)
     def demo_cmd(
         output: Path = typer.Option(Path("results/demo"), help="Run directory."),
-        limit: int = typer.Option(8, help="Demo products per cell."),
-        max_steps: int = typer.Option(60, help="Training steps per missing demo adapter."),
+        max_steps: int = typer.Option(16, help="Training steps per missing demo adapter."),
+        models: str = typer.Option("all", help="'all' or registry names, comma-separated."),
+        backends: str = typer.Option("llama-cpp,hf", help="Comma-separated backends."),
+        limit: Optional[int] = typer.Option(None, help="Test products per cell (default: all 8)."),
         resume: bool = typer.Option(True, help="Reuse finished cells."),
     ):
         """The main job on the embedded default: train missing demo adapters for the bundled
-        models, then compare base and tuned on both backends on the demo set."""
-        from ..compare import find_adapters
-        from ..models import registry
-        from ..paths import ADAPTERS_DIR
+        models on part of the demo set, then compare base and tuned on both backends on the
+        held-out demo products (harness.demo)."""
+        from ..demo import demo
 
-        t0 = time.perf_counter()
-        for name, spec in registry().items():
-            if not spec.bundled or find_adapters(name, "product_review"):
-                continue
-            from ..train import train
-            console.print(f"[bold]training demo adapter[/] for {name} ({max_steps} steps)")
-            train(model=name, task="product_review", data="demo", max_steps=max_steps,
-                  output=str(ADAPTERS_DIR / f"{name}-product_review-demo"))
-        run_compare("all", "product_review", "llama-cpp,hf", limit, "demo", output, resume,
-                    None, console)
-        console.print(f"[bold]demo wall time[/] {time.perf_counter() - t0:.0f} s")
+        out = demo(output=output, max_steps=max_steps, limit=limit, models=models,
+                   backends=backends, resume=resume,
+                   log=lambda m: console.print(f"[bold]{m}[/]"),
+                   progress=_progress_runner(console), console=console)
+        console.print(f"[bold]wrote[/] {out['run']}/report.md, report.html, summary.csv; "
+                      f"demo wall time {out['wall_s']:.0f} s (training {out['train_s']:.0f} s)")

@@ -41,7 +41,7 @@ def demo_splits(out: str | Path, task: str = TASK, sizes: dict = DEMO_SPLIT_SIZE
     return out
 
 
-def demo(output: str | Path = "results/demo", max_steps: int = 16, limit: int | None = None,
+def demo(output: str | Path = "results/demo", max_steps: int | None = None, limit: int | None = None,
          models: str = "all", backends: str = "llama-cpp,hf", resume: bool = True,
          log=print, progress=None, console=None) -> dict:
     """Train the missing demo adapters, then run the comparison. Returns {"run", "trained",
@@ -63,9 +63,10 @@ def demo(output: str | Path = "results/demo", max_steps: int = 16, limit: int | 
         from .train import latest_checkpoint, train
         dest = ADAPTERS_DIR / f"{name}-{TASK}-demo"
         resume_training = latest_checkpoint(dest) is not None   # an interrupted demo
-        log(f"training demo adapter for {name} ({max_steps} steps) -> {dest}")
-        train(model=name, task=TASK, preset="demo", data=str(data.resolve()),
-              max_steps=max_steps, output=str(dest), resume=resume_training,
+        log(f"training demo adapter for {name} -> {dest}")
+        steps = {"max_steps": max_steps} if max_steps else {}   # else the preset's
+        train(model=name, task=TASK, preset="demo", data=str(data.resolve()), **steps,
+              output=str(dest), resume=resume_training,
               overwrite=dest.exists() and not resume_training, progress=progress is not None)
         trained.append(str(dest))
     train_s = time.perf_counter() - t0

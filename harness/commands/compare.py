@@ -98,7 +98,8 @@ def register(app) -> None:
     @app.command("demo", rich_help_panel=PANEL)
     def demo_cmd(
         output: Path = typer.Option(Path("results/demo"), help="Run directory."),
-        max_steps: int = typer.Option(16, help="Training steps per missing demo adapter."),
+        max_steps: Optional[int] = typer.Option(None, help="Training steps per missing demo "
+                                                "adapter (default: the train preset 'demo')."),
         models: str = typer.Option("all", help="'all' or registry names, comma-separated."),
         backends: str = typer.Option("llama-cpp,hf", help="Comma-separated backends."),
         limit: Optional[int] = typer.Option(None, help="Test products per cell (default: all 8)."),

@@ -41,15 +41,16 @@ def demo_splits(out: str | Path, task: str = TASK, sizes: dict = DEMO_SPLIT_SIZE
     return out
 
 
-def demo(output: str | Path = "results/demo", max_steps: int | None = None, limit: int | None = None,
-         models: str = "all", backends: str = "llama-cpp,hf", resume: bool = True,
-         log=print, progress=None, console=None) -> dict:
+def demo(output: str | Path = "results/demo", max_steps: int | None = None,
+         limit: int | None = None, models: str = "all", backends: str = "llama-cpp,hf",
+         resume: bool = True, log=print, progress=None, console=None) -> dict:
     """Train the missing demo adapters, then run the comparison. Returns {"run", "trained",
     "train_s", "wall_s"}."""
     from .compare import CompareConfig, compare, find_adapters
     from .models import registry
     from .paths import ADAPTERS_DIR
     from .report import render
+    from .train import latest_checkpoint, train
 
     t0 = time.perf_counter()
     output = Path(output)
@@ -60,7 +61,6 @@ def demo(output: str | Path = "results/demo", max_steps: int | None = None, limi
     for name in names:
         if find_adapters(name, TASK):
             continue
-        from .train import latest_checkpoint, train
         dest = ADAPTERS_DIR / f"{name}-{TASK}-demo"
         resume_training = latest_checkpoint(dest) is not None   # an interrupted demo
         log(f"training demo adapter for {name} -> {dest}")

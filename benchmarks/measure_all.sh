@@ -44,6 +44,7 @@ train_nextitem()         { task_adapter $SMOL product_nextitem "${NEXT[@]}"; }
 train_nextitem_gemma()   { task_adapter gemma3-270m product_nextitem "${NEXT[@]}"; }
 department()     { $H compare --models "$MODELS" \
                      --tasks product_department --backends llama-cpp --limit 200 \
+                     --merged-quant q4_k_m,q8_0,f16 \
                      --output "$OUT/compare-department" --resume &&
                    $H baseline --task product_department; }
 nextitem()       { $H compare --models "$MODELS" \

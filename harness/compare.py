@@ -81,13 +81,28 @@ def cell_key(cell: Cell, data_hash: str, limit: int | None) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+def merged_quants(merged_quant: str | list[str] | None) -> list[str]:
+    """"q4_k_m,q8_0" -> ["q4_k_m", "q8_0"]; None, "" or "none" -> [] (no merged cells)."""
+    from .gguf_io import QUANTS
+
+    items = merged_quant.split(",") if isinstance(merged_quant, str) else merged_quant or []
+    quants = [q.strip().lower() for q in items if q.strip() and q.strip().lower() != "none"]
+    if (bad := [q for q in quants if q not in QUANTS]):
+        raise HarnessError(f"--merged-quant: unknown quantization {bad[0]!r}; choose from "
+                           f"{', '.join(QUANTS)} (comma-separated), or none")
+    return list(dict.fromkeys(quants))
+
+
 def plan(models: str | list[str], tasks, backends, adapters_dir: Path = ADAPTERS_DIR,
-         merged_quant: str | None = "q4_k_m") -> list[Cell]:
+         merged_quant: str | list[str] | None = "q4_k_m") -> list[Cell]:
+    """Cells of a run. merged_quant: the merged exports scored on llama.cpp beside the LoRA
+    GGUF ("q4_k_m", "q4_k_m,q8_0", ... or None)."""
     names = list(registry()) if models in ("all", ["all"]) else \
         [m.strip() for m in (models.split(",") if isinstance(models, str) else models)]
     for b in backends:
         if b not in BACKENDS:
             raise HarnessError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
+    quants = merged_quants(merged_quant)
     cells = []
     for name in names:
         get_spec(name)  # unknown names fail here, before any compute
@@ -101,9 +116,9 @@ def plan(models: str | list[str], tasks, backends, adapters_dir: Path = ADAPTERS
                 cells.append(Cell(name, "base", backend, task))
                 for ad in find_adapters(name, task, adapters_dir):
                     cells.append(Cell(name, "tuned", backend, task, adapter=str(ad)))
-                    if backend == "llama-cpp" and merged_quant:
-                        cells.append(Cell(name, f"tuned-merged-{merged_quant}", backend, task,
-                                          adapter=str(ad)))
+                    if backend == "llama-cpp":
+                        cells += [Cell(name, f"tuned-merged-{q}", backend, task,
+                                       adapter=str(ad)) for q in quants]
     return cells
 
 
@@ -184,7 +199,7 @@ class CompareConfig:
     resume: bool = False
     n_threads: int | None = None
     seed: int = 0
-    merged_quant: str | None = "q4_k_m"
+    merged_quant: str | None = "q4_k_m"   # merged exports to score too: "q4_k_m,q8_0", None
     gen_kwargs: str | None = None
     model_args: dict | None = None   # backend -> extra lm-eval model_args (pass-through)
 

@@ -33,7 +33,8 @@ SHORT = {"prompt_tokens_per_second": "prompt t/s", "generation_tokens_per_second
          "contradiction": "contra", "bits_per_byte": "bpb", "relevance_product": "rel prod",
          "attribute_coverage": "attr cov", "rouge_l": "rougeL", "distinct_2": "dist2",
          "degenerate": "degen", "smollm2-135m-instruct": "smollm2-135m", "llama2-7b-chat": "llama2-7b",
-         "mistral-7b-instruct": "mistral-7b", "tuned-merged-q4_k_m": "tuned-q4km"}
+         "mistral-7b-instruct": "mistral-7b", "tuned-merged-q4_k_m": "tuned-q4km",
+         "tuned-merged-q8_0": "tuned-q8", "tuned-merged-f16": "tuned-f16"}
 LOWER_IS_BETTER = {"hallucination_rate", "contradiction", "bits_per_byte", "repeated_3gram_rate",
                    "degenerate", "unsupported", "contradicted", "time_to_first_token_s",
                    "peak_rss_mb", "wall_s", "perplexity", "word_perplexity", "byte_perplexity",

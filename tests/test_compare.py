@@ -142,3 +142,26 @@ def test_per_sample_output_of_a_ranked_document_names_the_choices():
                              "(raw loglikelihood)")
     assert _resp({"arguments": [["Write a review", {"until": []}]],
                   "resps": [["Great tea."]], "filtered_resps": ["Great tea."]}) == "Great tea."
+
+
+def test_merged_quant_option_plans_one_cell_per_export_and_rejects_unknown_ones(tmp_path):
+    from harness.compare import plan
+    from harness.io import HarnessError
+
+    adapter = tmp_path / "ad"
+    adapter.mkdir()
+    (adapter / "training.json").write_text(json.dumps(
+        {"base_model": "smollm2-135m-instruct", "task": "product_review"}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"")   # planning never reads it
+
+    def variants(merged_quant):
+        return [(c.variant, c.backend) for c in plan(
+            "smollm2-135m-instruct", ["product_review"], ["llama-cpp", "hf"], tmp_path,
+            merged_quant)]
+    assert variants("q4_k_m,q8_0") == [
+        ("base", "llama-cpp"), ("tuned", "llama-cpp"), ("tuned-merged-q4_k_m", "llama-cpp"),
+        ("tuned-merged-q8_0", "llama-cpp"), ("base", "hf"), ("tuned", "hf")]
+    assert variants("none") == variants(None) == [
+        ("base", "llama-cpp"), ("tuned", "llama-cpp"), ("base", "hf"), ("tuned", "hf")]
+    with pytest.raises(HarnessError, match="--merged-quant: unknown quantization 'q5'"):
+        variants("q4_k_m,q5")

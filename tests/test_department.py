@@ -238,11 +238,12 @@ def test_department_adapter_trains_and_compare_scores_it_on_both_llama_cpp_varia
     assert info["task"] == "product_department"
     assert info["best_val_loss"] < info["initial_val_loss"] * 0.5, info["val_loss"]
     cli("compare", "--models", "smollm2-135m-instruct", "--tasks", "product_department",
-        "--backends", "llama-cpp", "--data", "demo", "--output", str(tmp_path / "run"))
+        "--backends", "llama-cpp", "--data", "demo", "--merged-quant", "q4_k_m,q8_0",
+        "--output", str(tmp_path / "run"))
     df = pd.read_csv(tmp_path / "run" / "summary.csv")
     assert "baseline" in set(df["variant"])       # TF-IDF + LR and majority rows beside them
     df = df[df["model"] == "smollm2-135m-instruct"].set_index("variant")
-    assert set(df.index) == {"base", "tuned", "tuned-merged-q4_k_m"}
+    assert set(df.index) == {"base", "tuned", "tuned-merged-q4_k_m", "tuned-merged-q8_0"}
     assert (df["status"] == "done").all() and (df["n"] == 24).all()
-    assert df.loc["tuned", "acc"] > df.loc["base", "acc"] + 0.2, df["acc"]
-    assert df.loc["tuned-merged-q4_k_m", "acc"] > df.loc["base", "acc"] + 0.2, df["acc"]
+    for variant in ("tuned", "tuned-merged-q4_k_m", "tuned-merged-q8_0"):
+        assert df.loc[variant, "acc"] > df.loc["base", "acc"] + 0.2, df["acc"]

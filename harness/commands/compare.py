@@ -31,7 +31,8 @@ def _progress_runner(console):
 
 def run_compare(models: str, tasks: str, backends: str, limit: Optional[int], data: Optional[str],
                 output: Optional[Path], resume: bool, n_threads: Optional[int], console,
-                gen_kwargs: Optional[str] = None, model_args: Optional[list] = None) -> Path:
+                gen_kwargs: Optional[str] = None, model_args: Optional[list] = None,
+                merged_quant: Optional[str] = "q4_k_m") -> Path:
     from ..compare import CompareConfig, compare
     from ..report import render
 
@@ -39,7 +40,8 @@ def run_compare(models: str, tasks: str, backends: str, limit: Optional[int], da
                         backends=[b.strip() for b in backends.split(",") if b.strip()],
                         limit=limit, data=data, output=str(output) if output else None,
                         resume=resume, n_threads=n_threads, gen_kwargs=gen_kwargs,
-                        model_args=_parse_backend_args(model_args))
+                        model_args=_parse_backend_args(model_args),
+                        merged_quant=merged_quant)
     t0 = time.perf_counter()
     run = compare(cfg, progress=_progress_runner(console))
     render(run, console=console)
@@ -82,10 +84,13 @@ def register(app) -> None:
         model_args: Optional[List[str]] = typer.Option(
             None, "--model-args", help="Extra lm-eval model_args per backend, passed through: "
             "'hf:parallelize=True' or 'vllm:tensor_parallel_size=4' (repeatable)."),
+        merged_quant: str = typer.Option("q4_k_m", help="Merged exports of each adapter to "
+                                         "score on llama.cpp besides the LoRA GGUF: q4_k_m, "
+                                         "q8_0, f16 (comma-separated) or none."),
     ):
         """Base vs tuned models on every backend: metrics, throughput, bootstrap CIs, report."""
         run_compare(models, tasks, backends, limit, data, output, resume, n_threads, console,
-                    gen_kwargs, model_args)
+                    gen_kwargs, model_args, merged_quant)
 
     @app.command("report", rich_help_panel=PANEL)
     def report_cmd(run: Path = typer.Argument(..., help="A compare run directory.")):

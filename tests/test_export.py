@@ -145,7 +145,9 @@ def test_lora_on_base_matches_merged(kind, tiny, base_export, tmp_path):
                            Candidate("base alone", base_f16)], review_prompts(3, "demo"),
                   n_tokens=8, n_threads=1)["rows"]
     lora, alone = rows["lora"], rows["base alone"]
-    assert lora["top1_agreement"] >= 0.99 and lora["mean_kl"] < 1e-3, rows
+    # the same distribution at every position; a random tiny model has near-tied top tokens
+    # that F16 rounding may flip (mistral, seed 0: one position of 24, max KL 5e-5)
+    assert lora["max_kl"] < 1e-3 and lora["top1_agreement"] >= 0.95, rows
     assert alone["mean_kl"] > 100 * max(lora["mean_kl"], 1e-6), rows
 
 

@@ -28,6 +28,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         raise HarnessError(f"{path.parent}: cannot create output directory ({e.strerror})") from e
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     os.close(fd)
+    # mkstemp makes the file 0600; give it the mode a plain open() would (0666 minus the umask),
+    # so that reports and results can be shared.
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -35,6 +38,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

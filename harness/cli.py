@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .data.curate import CurateConfig
 from .io import HarnessError
 
 app = typer.Typer(help="Benchmark harness for LLMs that write product reviews: "
@@ -24,6 +25,7 @@ console = Console(stderr=False)
 err = Console(stderr=True)
 
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+_CURATE = CurateConfig()   # `harness data curate` shows its defaults
 
 
 # --- data ------------------------------------------------------------------------------
@@ -59,6 +61,37 @@ def data_prepare(
             for reason, n in sorted(rep["skipped"].items(), key=lambda kv: -kv[1]):
                 st.add_row(reason, str(n))
             console.print(st)
+
+
+@data_app.command("curate")
+def data_curate(
+    data: Optional[str] = typer.Option(None, "--data", help="Prepared data directory "
+                                       "(default: data/prepared, else the demo set)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: "
+                                       "data/curated); `harness train --data` takes it."),
+    per_product: int = typer.Option(_CURATE.per_product, "--per-product",
+                                    help="Reviews kept per product at most, best first."),
+    min_words: int = typer.Option(_CURATE.min_words, "--min-words"),
+    min_facts: int = typer.Option(_CURATE.min_facts, "--min-facts", help="Attribute "
+                                  "mentions + supported claims a review needs."),
+    template_min_products: int = typer.Option(
+        _CURATE.template_min_products, "--template-min-products",
+        help="An n-gram in reviews of this many products is a template."),
+    generic_share: float = typer.Option(_CURATE.generic_share, "--generic-share",
+                                        help="Template share that makes a review generic."),
+    min_examples: int = typer.Option(_CURATE.min_examples, "--min-examples",
+                                     help="Fewer kept reviews than this is an error."),
+):
+    """Curate the product_review train split: every real review of every train product
+    scored (length, attribute mentions, claim check, generic templates), the best kept as
+    training examples; validation and test copied unchanged (harness.data.curate)."""
+    from .data.curate import curate, print_report
+
+    rep = curate(data=data, out=str(out) if out else None, per_product=per_product,
+                 min_words=min_words, min_facts=min_facts,
+                 template_min_products=template_min_products, generic_share=generic_share,
+                 min_examples=min_examples)
+    print_report(rep, console)
 
 
 # --- eval ------------------------------------------------------------------------------

@@ -8,7 +8,9 @@
    4 validation, 12 train, by a stable hash of the product id. A demo adapter is then scored
    on products it never saw (the plain "demo" data is one file for every split).
 2. Train a demo LoRA adapter (train preset "demo") for every bundled model that has no
-   product_review adapter in adapters/ yet.
+   product_review adapter in adapters/ yet, with the grounded-tuning recipe of real training:
+   the train split curated (harness.data.curate, into OUTPUT/data-curated/) and the loss
+   masked on sentences the product JSON does not support (TrainConfig.mask_unsupported).
 3. Compare base and tuned on both backends on the test products; the 7B rows stay in the
    report, marked unavailable.
 The demo set is tiny and invented: it shows the loop working, not real model quality.
@@ -24,6 +26,9 @@ from .io import read_jsonl, write_jsonl
 
 TASK = "product_review"
 DEMO_SPLIT_SIZES = {"test": 8, "validation": 4}   # the rest is train
+# CurateConfig settings of the demo over the defaults: none needed, the defaults keep all 12
+# hand-written demo train reviews (tests/test_curate.py), above min_examples=8
+DEMO_CURATE: dict = {}
 
 
 def demo_splits(out: str | Path, task: str = TASK, sizes: dict = DEMO_SPLIT_SIZES) -> Path:
@@ -47,6 +52,7 @@ def demo(output: str | Path = "results/demo", max_steps: int | None = None,
     """Train the missing demo adapters, then run the comparison. Returns {"run", "trained",
     "train_s", "wall_s"}."""
     from .compare import CompareConfig, compare, find_adapters
+    from .data.curate import curate
     from .models import registry
     from .paths import ADAPTERS_DIR
     from .report import render
@@ -57,15 +63,20 @@ def demo(output: str | Path = "results/demo", max_steps: int | None = None,
     data = demo_splits(output / "data")
     names = [n for n, s in registry().items() if s.bundled
              and (models == "all" or n in models.split(","))]
-    trained = []
+    trained, curated = [], None
     for name in names:
         if find_adapters(name, TASK):
             continue
+        if curated is None:
+            rep = curate(data=str(data), out=str(output / "data-curated"), **DEMO_CURATE)
+            curated = Path(rep["out"])
+            log(f"curated the demo train split: {rep['kept']} of {rep['reviews']} reviews kept "
+                f"-> {curated}")
         dest = ADAPTERS_DIR / f"{name}-{TASK}-demo"
         resume_training = latest_checkpoint(dest) is not None   # an interrupted demo
         log(f"training demo adapter for {name} -> {dest}")
         steps = {"max_steps": max_steps} if max_steps else {}   # else the preset's
-        train(model=name, task=TASK, preset="demo", data=str(data.resolve()), **steps,
+        train(model=name, task=TASK, preset="demo", data=str(curated.resolve()), **steps,
               output=str(dest), resume=resume_training,
               overwrite=dest.exists() and not resume_training, progress=progress is not None)
         trained.append(str(dest))

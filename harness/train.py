@@ -6,7 +6,10 @@ One recipe that reads top to bottom (torchtune style):
     2. inputs     model weights, task, data splits and output directory are resolved and checked
     3. examples   the task's prompt builder (harness.prompts.build_example, the same text the
                   eval task sends) -> the model's chat template (format_example) -> token ids;
-                  the loss covers the response tokens only
+                  the loss covers the response tokens only, and for product_review
+                  (mask_unsupported) not those of sentences whose claims the product JSON
+                  does not support, so a model learns the style of real reviews without
+                  learning to state facts that are not in the data
     4. batches    length-grouped batches (similar lengths together, so padding wastes little);
                   the order depends only on (seed, epoch), so a step number is a data position
     5. engine     Unsloth's FastLanguageModel on CUDA when installed, else transformers + peft.
@@ -33,7 +36,7 @@ import random
 import shutil
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from importlib.util import find_spec
 from pathlib import Path
@@ -41,6 +44,7 @@ from typing import Any, Callable
 
 import torch
 
+from .data.curate import curation_of
 from .io import HarnessError, atomic_path, read_json, sha256_file, write_json
 
 IGNORE = -100
@@ -85,6 +89,9 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+    # product_review: no loss on the target sentences holding a claim the product JSON does not
+    # support (unsupported or contradicted); other tasks ignore it
+    mask_unsupported: bool = True
 
 
 # Named settings, applied under explicit ones: train(model=..., preset="demo").
@@ -136,6 +143,8 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append("target_modules is empty")
     if cfg.resume and cfg.overwrite:
         problems.append("resume and overwrite exclude each other")
+    if not isinstance(cfg.mask_unsupported, bool):
+        problems.append(f"mask_unsupported={cfg.mask_unsupported!r} is not true or false")
     if problems:
         raise HarnessError("bad training settings: " + "; ".join(problems))
 
@@ -171,8 +180,8 @@ def resolve_engine(engine: str) -> str:
         raise HarnessError("engine unsloth needs a CUDA GPU; this machine has none "
                            "(use --engine transformers)")
     if engine == "unsloth" and find_spec("unsloth") is None:
-        raise HarnessError("engine unsloth is not installed (pip install -e '.[gpu]' in a CUDA "
-                           "environment, see README 'GPU')")
+        raise HarnessError("engine unsloth is not installed (on a CUDA machine: make setup-gpu, "
+                           "then .venv-gpu; see README 'GPU')")
     if engine != "auto":
         return engine
     return "unsloth" if _cuda() and find_spec("unsloth") is not None else "transformers"
@@ -215,7 +224,7 @@ def resolve_inputs(cfg: TrainConfig) -> Inputs:
     method = resolve_method(cfg.method)
     if method == "qlora" and find_spec("bitsandbytes") is None:
         raise HarnessError("method qlora needs bitsandbytes: pip install -e '.[qlora-cpu]' "
-                           "(CPU) or '.[gpu]' (CUDA); or use --method lora")
+                           "(CPU) or make setup-gpu (CUDA); or use --method lora")
     engine = resolve_engine(cfg.engine)
     source, chat, hub_id = resolve_model(cfg.model)
     records, files = {}, {}
@@ -281,10 +290,14 @@ def clear_output(output: Path) -> None:
 class Example:
     ids: list[int]
     n_prompt: int                          # the loss starts after these tokens
+    masked: tuple[int, ...] = ()           # response positions without loss (unsupported facts)
 
     @property
     def labels(self) -> list[int]:
-        return [IGNORE] * self.n_prompt + self.ids[self.n_prompt:]
+        out = [IGNORE] * self.n_prompt + self.ids[self.n_prompt:]
+        for i in self.masked:
+            out[i] = IGNORE
+        return out
 
 
 MIN_RESPONSE_TOKENS = 8
@@ -299,31 +312,114 @@ def as_eval_record(record: dict) -> dict:
 
 
 def tokenize_examples(tokenizer, task: str, records: list[dict], chat: bool,
-                      max_seq_len: int) -> tuple[list[Example], dict]:
+                      max_seq_len: int, mask_unsupported: bool = False
+                      ) -> tuple[list[Example], dict]:
     """Examples plus counts: a too-long example keeps its prompt and loses the end of its
-    response; one whose prompt alone leaves < MIN_RESPONSE_TOKENS is dropped."""
+    response; one whose prompt alone leaves < MIN_RESPONSE_TOKENS is dropped.
+    mask_unsupported (product_review records): the response tokens of each sentence holding an
+    unsupported or contradicted claim (unsupported_sentences) get no loss."""
     from .prompts import build_example, format_example
 
     bos = tokenizer.bos_token
     out, truncated, dropped = [], 0, 0
+    n_sent = n_masked_ex = unaligned = 0
     for rec in records:
         prompt, target = build_example(task, as_eval_record(rec))
         prefix, completion = format_example(tokenizer, prompt, target, chat)
         # as lm-eval encodes the context: the tokenizer's special tokens, unless the text
         # already starts with BOS (chat templates)
         p = tokenizer.encode(prefix, add_special_tokens=not (bos and prefix.startswith(bos)))
-        c = tokenizer.encode(completion, add_special_tokens=False)
+        full = c = tokenizer.encode(completion, add_special_tokens=False)
         if len(p) + len(c) > max_seq_len:
             if len(p) > max_seq_len - MIN_RESPONSE_TOKENS:
                 dropped += 1
                 continue
             c = c[:max_seq_len - len(p)]
             truncated += 1
-        out.append(Example(p + c, len(p)))
+        masked: list[int] = []
+        if mask_unsupported:
+            sentences = masked_sentences(tokenizer, rec["product"], target.strip(), completion,
+                                         full)
+            if sentences is None:
+                unaligned += 1
+            else:
+                kept = [[i for i in pos if i < len(c)] for pos in sentences]
+                n_sent += sum(bool(k) for k in kept)
+                masked = sorted({len(p) + i for k in kept for i in k})
+                n_masked_ex += bool(masked)
+        out.append(Example(p + c, len(p), tuple(masked)))
+    response = sum(len(e.ids) - e.n_prompt for e in out)
+    n_masked = sum(len(e.masked) for e in out)
     stats = {"records": len(records), "examples": len(out), "truncated": truncated,
              "dropped": dropped, "tokens": sum(len(e.ids) for e in out),
-             "response_tokens": sum(len(e.ids) - e.n_prompt for e in out)}
+             "response_tokens": response, "mask_unsupported": mask_unsupported,
+             "masked_sentences": n_sent, "masked_tokens": n_masked,
+             "masked_share": round(n_masked / response, 6) if response else 0.0,
+             "masked_examples": n_masked_ex, "mask_unaligned": unaligned}
     return out, stats
+
+
+# Tasks whose targets are product reviews the claim checker reads (TrainConfig.mask_unsupported).
+MASKED_TASKS = {"product_review"}
+MASK_RULE = ("no loss on the target tokens of sentences with a claim the product JSON does not "
+             "support (harness.metrics.hallucination: unsupported or contradicted)")
+SENTENCE_PUNCT = ".!?;"
+
+
+def unsupported_sentences(product: dict, text: str) -> list[tuple[int, int]]:
+    """Character spans [start, end) of the sentences of `text` that hold a claim the product
+    JSON does not support (unsupported or contradicted, as harness.metrics.hallucination
+    checks them). A sentence runs from its first non-space character through its end
+    punctuation (claims.sentence_bounds; '.' between digits does not end one)."""
+    from .metrics.claims import sentence_bounds
+    from .metrics.hallucination import SUPPORTED, check_claims
+
+    out = set()
+    for claim in check_claims(product, text):
+        if claim["status"] == SUPPORTED:
+            continue
+        for start, end in claim["spans"]:
+            a, b = sentence_bounds(text, start, end)
+            while a < b and text[a].isspace():
+                a += 1
+            while b < len(text) and text[b] in SENTENCE_PUNCT:
+                b += 1
+            out.add((a, b))
+    return sorted(out)
+
+
+def token_offsets(tokenizer, text: str, ids: list[int]) -> list[tuple[int, int]] | None:
+    """Character span of each token of `ids`, the tokenization of `text`; None when they
+    cannot be aligned. A fast tokenizer gives its offset mapping; otherwise each token ends
+    where the decoded prefix ending with it ends."""
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        if list(enc["input_ids"]) == list(ids):
+            return [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+    spans, start = [], 0
+    for i in range(len(ids)):
+        prefix = tokenizer.decode(ids[:i + 1], clean_up_tokenization_spaces=False)
+        if not text.startswith(prefix):
+            return None     # a token splits a character, or decoding changes the text
+        spans.append((start, len(prefix)))
+        start = len(prefix)
+    return spans if start == len(text) else None
+
+
+def masked_sentences(tokenizer, product: dict, text: str, completion: str,
+                     ids: list[int]) -> list[list[int]] | None:
+    """Per unsupported sentence of `text` (found in `completion`, tokenized as `ids`), the
+    positions in `ids` of the tokens with a character in it; None when the tokens cannot be
+    aligned with the text."""
+    spans = unsupported_sentences(product, text)
+    if not spans:
+        return []
+    at = completion.find(text)
+    offsets = token_offsets(tokenizer, completion, ids) if at >= 0 else None
+    if offsets is None:
+        return None
+    return [[i for i, (a, b) in enumerate(offsets) if b > a and a < at + e and b > at + s]
+            for s, e in spans]
 
 
 # ==== 4. batches: length-grouped, order fixed by (seed, epoch) ==============================
@@ -638,19 +734,6 @@ class MasterWeights:
                 m.copy_(saved[n])
         self.master_to_model()
 
-    @contextmanager
-    def float32_in_model(self):
-        """The model holds the float32 masters for the block (to save a full-precision
-        adapter), its own weights again after."""
-        kept = [p.data for _, p in self.named]
-        for (_, p), m in zip(self.named, self.master):
-            p.data = m.data
-        try:
-            yield
-        finally:
-            for (_, p), d in zip(self.named, kept):
-                p.data = d
-
 
 def save_checkpoint(output: Path, step: int, weights: MasterWeights, optimizer, state: dict,
                     acc) -> Path:
@@ -669,6 +752,7 @@ def save_checkpoint(output: Path, step: int, weights: MasterWeights, optimizer, 
     if torch.cuda.is_available():
         rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     save_file(rng, str(tmp / f"rng.{acc.process_index}.safetensors"))
+    acc.wait_for_everyone()   # every rng file is in tmp before the main process renames it
     if acc.is_main_process:
         save_file(weights.state(), str(tmp / "trainable.safetensors"))
         opt = optimizer.state_dict()
@@ -714,7 +798,9 @@ def save_adapter(peft_model, weights: MasterWeights, output: Path, base_name: st
     """adapter_config.json + adapter_model.safetensors (float32), each replaced atomically.
     Called on every process: with sharded parameters (FSDP, DeepSpeed) all of them take part
     in gathering the full state; the main process writes."""
-    state = None
+    # the float32 masters by name (swapping them into the model's parameters would drop the
+    # DDP gradient hooks of the main process), or the gathered state of sharded parameters
+    state = weights.state()
     if sharded(acc):
         state = {k.removeprefix("model."): v for k, v in acc.get_state_dict(loss_fn).items()}
     if not acc.is_main_process:
@@ -724,11 +810,9 @@ def save_adapter(peft_model, weights: MasterWeights, output: Path, base_name: st
     cfg = peft_model.peft_config["default"]
     old, cfg.base_model_name_or_path = cfg.base_model_name_or_path, base_name
     try:
-        with weights.float32_in_model():
-            # the vocabulary is never resized; "auto" would look the base model up on the hub
-            peft_model.save_pretrained(str(tmp), safe_serialization=True,
-                                       save_embedding_layers=False,
-                                       **({"state_dict": state} if state else {}))
+        # the vocabulary is never resized; "auto" would look the base model up on the hub
+        peft_model.save_pretrained(str(tmp), safe_serialization=True,
+                                   save_embedding_layers=False, state_dict=state)
     finally:
         cfg.base_model_name_or_path = old
     for f in ADAPTER_FILES:
@@ -850,13 +934,18 @@ def evaluate_loss(loss_fn, examples: list[Example], batch_size: int, pad_id: int
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].ids))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     total = torch.zeros(2, dtype=torch.float64, device=acc.device)
+    mine = batches[acc.process_index::acc.num_processes]
     loss_fn.eval()
     with torch.no_grad():
-        for b in batches[acc.process_index::acc.num_processes]:
+        # as many forwards on every process (DDP and FSDP communicate in forward): one with
+        # fewer batches runs the first again and does not count it
+        for j in range(math.ceil(len(batches) / acc.num_processes)):
+            b = mine[j] if j < len(mine) else batches[0]
             batch = {k: v.to(acc.device) for k, v in
                      collate([examples[i] for i in b], pad_id).items()}
             s, n = loss_fn(**batch)
-            total += torch.stack([s.double(), n.double()])
+            if j < len(mine):
+                total += torch.stack([s.double(), n.double()])
     loss_fn.train()
     total = acc.reduce(total, reduction="sum")
     return float(total[0] / total[1])
@@ -888,7 +977,9 @@ def train(config: TrainConfig | None = None, preset: str | None = None, **overri
 
     dtype = torch_dtype(cfg.dtype, "cuda" if _cuda() else "cpu")
     # float16 needs loss scaling: accelerate's fp16 mixed precision, with float32 LoRA weights
-    acc = Accelerator(mixed_precision="fp16" if dtype == torch.float16 else None)
+    # cpu=True without CUDA: under `accelerate launch --multi_gpu` (torchrun) the processes
+    # then join one gloo group (MULTI_CPU); otherwise each would train alone
+    acc = Accelerator(cpu=not _cuda(), mixed_precision="fp16" if dtype == torch.float16 else None)
     device = acc.device
     console = Console(stderr=True, quiet=not (cfg.progress and acc.is_main_process))
 
@@ -912,11 +1003,16 @@ def train(config: TrainConfig | None = None, preset: str | None = None, **overri
     torch.manual_seed(cfg.seed)
     tokenizer = load_tokenizer(inp.model_source)
     chat = inp.chat if inp.chat is not None else tokenizer.chat_template is not None
+    mask = cfg.mask_unsupported and data_task(cfg.task) in MASKED_TASKS
     train_ex, train_stats = tokenize_examples(tokenizer, cfg.task, inp.records["train"], chat,
-                                              cfg.max_seq_len)
+                                              cfg.max_seq_len, mask)
+    # validation is masked alike: its loss estimates the loss the model is trained on
     val_ex, val_stats = tokenize_examples(tokenizer, cfg.task,
                                           inp.records["validation"][:cfg.eval_examples], chat,
-                                          cfg.max_seq_len)
+                                          cfg.max_seq_len, mask)
+    if mask:
+        say(f"loss masking: {train_stats['masked_sentences']} unsupported sentences, "
+            f"{train_stats['masked_share']:.1%} of the train target tokens")
     for split, ex in (("train", train_ex), ("validation", val_ex)):
         if not ex:
             raise HarnessError(f"{inp.data_files[split]}: no {split} example fits in "
@@ -994,17 +1090,22 @@ def train(config: TrainConfig | None = None, preset: str | None = None, **overri
             t0, c0 = time.perf_counter(), time.process_time()
             micro = sched.step_batches(step)[acc.process_index::acc.num_processes]
             batches = [collate([train_ex[i] for i in b], pad_id) for b in micro]
-            n_resp = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
-            loss_sum = 0.0
+            # the step's loss is the mean over the response tokens of all processes; DDP
+            # averages the processes' gradients, hence the factor num_processes
+            n_resp = int(acc.reduce(torch.tensor(sum(int((b["labels"][:, 1:] != IGNORE).sum())
+                                                     for b in batches), device=device), "sum"))
+            sums = torch.zeros(3, dtype=torch.float64)   # loss, tokens, padded tokens
             for k, batch in enumerate(batches):
                 batch = {key: v.to(device) for key, v in batch.items()}
                 sync = k == len(batches) - 1
                 with (acc.no_sync(loss_fn) if not sync else nullcontext()):
                     s, _ = loss_fn(**batch)
-                    acc.backward(s / max(1, n_resp))
-                loss_sum += float(s.detach())
-                st.tokens += int(batch["attention_mask"].sum())
-                st.padded_tokens += batch["input_ids"].numel()
+                    acc.backward(s * acc.num_processes / max(1, n_resp))
+                sums += torch.tensor([float(s.detach()), int(batch["attention_mask"].sum()),
+                                      batch["input_ids"].numel()], dtype=torch.float64)
+            loss_sum, tokens, padded = acc.reduce(sums.to(device), "sum").tolist()
+            st.tokens += int(tokens)
+            st.padded_tokens += int(padded)
             weights.grads_to_master()
             if cfg.max_grad_norm:
                 acc.clip_grad_norm_(weights.master, cfg.max_grad_norm)
@@ -1041,6 +1142,13 @@ def train(config: TrainConfig | None = None, preset: str | None = None, **overri
                  for s, stats in (("train", train_stats), ("validation", val_stats))},
         "split_sizes": {"train": len(inp.records["train"]),
                         "validation": len(inp.records["validation"])},
+        "loss_masking": {"enabled": mask, "rule": MASK_RULE if mask else None,
+                         **{s: {k: st_[k] for k in ("masked_sentences", "masked_tokens",
+                                                    "response_tokens", "masked_share",
+                                                    "masked_examples", "mask_unaligned")}
+                            for s, st_ in (("train", train_stats),
+                                           ("validation", val_stats))}},
+        "curation": curation_of(inp.data_files["train"]),
         "hyperparameters": {k: v for k, v in asdict(cfg).items()
                             if k not in RESUME_FREE | {"model", "task", "data"}},
         "seed": cfg.seed, "steps": step, "total_steps": total,

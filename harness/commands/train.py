@@ -20,7 +20,8 @@ def register(app) -> None:
         method: str = typer.Option("auto", "--method", help="lora | qlora | auto (qlora on "
                                    "CUDA, bf16 lora on CPU; qlora on CPU needs "
                                    "the qlora-cpu extra)."),
-        data: Optional[str] = typer.Option(None, "--data", help="Prepared data directory, "
+        data: Optional[str] = typer.Option(None, "--data", help="Prepared data directory "
+                                           "(or a curated one: `harness data curate`), "
                                            "or 'demo' (default: data/prepared, else demo)."),
         output: Optional[Path] = typer.Option(None, "--output", help="Adapter directory "
                                               "(default: adapters/MODEL-TASK-METHOD)."),
@@ -55,6 +56,9 @@ def register(app) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing "
                                        "adapter in --output."),
         progress: bool = typer.Option(True, "--progress/--quiet", help="Progress bar and log."),
+        mask_unsupported: bool = typer.Option(
+            True, "--mask-unsupported/--no-mask-unsupported", help="product_review: no loss "
+            "on target sentences with a claim the product JSON does not support."),
         preset: Optional[str] = typer.Option(None, "--preset", help="Named settings, e.g. "
                                              "'demo' (demo set, 8 steps); flags given on the "
                                              "command line win."),
@@ -77,7 +81,8 @@ def register(app) -> None:
                      target_modules=target_modules, max_seq_len=max_seq_len,
                      eval_every=eval_every, eval_examples=eval_examples, patience=patience,
                      save_every=save_every, seed=seed, dtype=dtype, engine=engine,
-                     threads=threads, resume=resume, overwrite=overwrite, progress=progress)
+                     threads=threads, resume=resume, overwrite=overwrite, progress=progress,
+                     mask_unsupported=mask_unsupported)
         if preset:   # a preset fills what the command line leaves at its default
             given = {k: v for k, v in given.items()
                      if ctx.get_parameter_source(k) != ParameterSource.DEFAULT}

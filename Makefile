@@ -38,3 +38,17 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/backends.py
+
+# CUDA machines: Unsloth, vLLM and a CUDA torch in their own venv, from requirements/gpu.txt
+# (its pins differ from pyproject.toml's, so the project goes in with --no-deps).
+.PHONY: setup-gpu check-gpu-pins
+setup-gpu:
+	test -x .venv-gpu/bin/python || python3.11 -m venv .venv-gpu || python3 -m venv .venv-gpu
+	.venv-gpu/bin/python -m pip install -q --upgrade pip
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  .venv-gpu/bin/python -m pip install -q -r requirements/gpu.txt
+	.venv-gpu/bin/python -m pip install -q --no-deps -e .
+
+# No GPU needed: pip's resolver proves requirements/gpu.txt installs together (.ci/gpu_resolve.sh)
+check-gpu-pins:
+	bash .ci/gpu_resolve.sh

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from .io import HarnessError, write_json
@@ -69,9 +70,40 @@ def _register() -> None:
     from . import backends  # noqa: F401  (registers llama-cpp and harness-hf)
 
 
+class MetricClock:
+    """Wall seconds lm-eval spends scoring (filters and process_results) since reset()."""
+    seconds = 0.0
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.seconds = 0.0
+
+
+def _patch_task_timing() -> None:
+    """Time every task's apply_filters and process_results into MetricClock (lm-eval calls
+    process_results once per document; product_review scores all documents in one batch in
+    its filter, see harness.metrics.prefetch)."""
+    import functools
+
+    from lm_eval.api.task import ConfigurableTask
+
+    if getattr(ConfigurableTask, "_harness_timed", False):
+        return
+    for name in ("apply_filters", "process_results"):
+        def timed(self, *a, _orig=getattr(ConfigurableTask, name), **k):
+            t0 = time.perf_counter()
+            try:
+                return _orig(self, *a, **k)
+            finally:
+                MetricClock.seconds += time.perf_counter() - t0
+        setattr(ConfigurableTask, name, functools.wraps(getattr(ConfigurableTask, name))(timed))
+    ConfigurableTask._harness_timed = True
+
+
 def _results_with_throughput(results: dict) -> dict:
     from .backends.throughput import METER
     results["throughput"] = METER.summary()
+    results["throughput"]["metric_s"] = round(MetricClock.seconds, 3)
     return results
 
 
@@ -118,6 +150,7 @@ def run_cli(argv: list[str]) -> None:
     set_offline_defaults()
     _register()
     _patch_tracker()
+    _patch_task_timing()
     from lm_eval._cli.harness import HarnessCLI
 
     argv = prepare_argv(argv)
@@ -130,15 +163,32 @@ def run_cli(argv: list[str]) -> None:
         sys.argv = old
 
 
-def evaluate(model: str, model_args: str | dict, tasks: list[str], *, limit: int | None = None,
+def load_lm(model: str, model_args: str | dict, batch_size: int | str = 1):
+    """An lm-eval LM instance (our registered backends included), to pass to evaluate() for
+    several runs on one loaded model. batch_size goes in as a model arg (a batch_size in
+    model_args wins)."""
+    set_offline_defaults()
+    _register()
+    from lm_eval.api.registry import get_model
+
+    return get_model(MODEL_ALIASES.get(model, model)).create_from_arg_obj(
+        {"batch_size": batch_size, **parse_model_args(model_args)})
+
+
+def evaluate(model, model_args: str | dict, tasks: list[str], *, limit: int | None = None,
              output_path: str | os.PathLike | None = None, log_samples: bool = True,
              apply_chat_template: bool | None = None, metadata: dict | None = None,
              batch_size: int | str = 1, gen_kwargs: str | None = None, seed: int = 0,
-             model_under_test: str | None = None) -> dict:
+             model_under_test: str | None = None, model_name: str | None = None) -> dict:
     """Python API: run lm-eval in-process, return its results dict with `throughput`; when
-    output_path is given, write results.json (+ samples_<task>.jsonl) there atomically."""
+    output_path is given, write results.json (+ samples_<task>.jsonl) there atomically.
+
+    model: an lm-eval model name, or an LM instance (load_lm) that is used as it is; then
+    model_args still say which model it is (chat template, fluency reference), batch_size is
+    the instance's own, and model_name names it in the results' config."""
     set_offline_defaults()
     _register()
+    _patch_task_timing()
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -149,8 +199,11 @@ def evaluate(model: str, model_args: str | dict, tasks: list[str], *, limit: int
     if apply_chat_template is None:
         apply_chat_template = is_chat_model(margs)
     METER.reset()
+    MetricClock.reset()
     tm = TaskManager(include_path=str(TASKS_DIR), metadata=metadata or {})
-    res = simple_evaluate(model=MODEL_ALIASES.get(model, model), model_args=margs, tasks=tasks,
+    if isinstance(model, str):
+        model = MODEL_ALIASES.get(model, model)
+    res = simple_evaluate(model=model, model_args=margs, tasks=tasks,
                           limit=limit, log_samples=log_samples, task_manager=tm,
                           apply_chat_template=apply_chat_template, batch_size=batch_size,
                           gen_kwargs=gen_kwargs, random_seed=seed, numpy_random_seed=seed,
@@ -158,6 +211,8 @@ def evaluate(model: str, model_args: str | dict, tasks: list[str], *, limit: int
                           metadata=metadata or {})
     if res is None:
         raise HarnessError("lm-eval returned no results")
+    if model_name and not isinstance(model, str):
+        res["config"]["model"] = MODEL_ALIASES.get(model_name, model_name)
     _results_with_throughput(res)
     if output_path is not None:
         save_results(res, Path(output_path))

@@ -16,6 +16,7 @@ from .io import HarnessError, read_json, read_jsonl, write_json, write_text
 THROUGHPUT = ("prompt_tokens_per_second", "generation_tokens_per_second",
               "time_to_first_token_s", "wall_s", "peak_rss_mb")
 ID_COLS = ("model", "variant", "adapter", "backend", "task", "status", "reason", "n")
+CELL_COLS = ("metric_s", "cell_peak_rss_mb")   # per cell, from harness_cell
 # The metric each task is judged by first (per-sample diffs, plots), best first in this list.
 PRIMARY = {"product_review": ("hallucination_rate", "relevance_product", "rouge_l",
                               "bits_per_byte"),
@@ -24,14 +25,15 @@ PRIMARY = {"product_review": ("hallucination_rate", "relevance_product", "rouge_
 # Columns of the terminal table (the files keep every metric).
 KEY_METRICS = {"product_review": ("hallucination_rate", "contradiction", "bits_per_byte",
                                   "relevance_product", "attribute_coverage", "rouge_l",
-                                  "distinct_2", "degenerate"),
+                                  "parent_f1", "distinct_2", "degenerate"),
                "product_department": ("acc", "f1"), "product_department_gen": ("exact_match", "f1"),
                "product_aisle": ("acc", "f1"),
                "product_nextitem": ("hit@1", "hit@10", "ndcg@10", "mrr")}
 SHORT = {"prompt_tokens_per_second": "prompt t/s", "generation_tokens_per_second": "gen t/s",
          "time_to_first_token_s": "TTFT s", "peak_rss_mb": "RSS MB", "hallucination_rate": "halluc",
          "contradiction": "contra", "bits_per_byte": "bpb", "relevance_product": "rel prod",
-         "attribute_coverage": "attr cov", "rouge_l": "rougeL", "distinct_2": "dist2",
+         "attribute_coverage": "attr cov", "rouge_l": "rougeL", "parent_f1": "PARENT F1",
+         "distinct_2": "dist2",
          "degenerate": "degen", "smollm2-135m-instruct": "smollm2-135m", "llama2-7b-chat": "llama2-7b",
          "mistral-7b-instruct": "mistral-7b", "tuned-merged-q4_k_m": "tuned-q4km",
          "tuned-merged-q8_0": "tuned-q8", "tuned-merged-f16": "tuned-f16"}
@@ -42,6 +44,12 @@ LOWER_IS_BETTER = {"hallucination_rate", "contradiction", "bits_per_byte", "repe
                    "degenerate_empty", "degenerate_loop"}
 # counts and lengths with no better direction: a diff is reported as higher / lower
 NEUTRAL = {"claims_found", "length_words", "end_bits", "cell_wall_s"}
+# The human reference row (harness.compare.run_reference_cell): the reference reviews scored
+# as a cell. Tuned models are placed against its mean on these metrics (fluency, length,
+# coverage): did tuning move them toward the human reference or away from it?
+REFERENCE_MODEL, REFERENCE_VARIANT = "reference", "human"
+TOWARD_REFERENCE = ("bits_per_byte", "fluency_score", "distinct_2", "length_words",
+                    "attribute_coverage")
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -102,6 +110,9 @@ def summary_rows(cells: list[dict]) -> list[dict]:
         for k in THROUGHPUT:
             row[k] = tp.get(k)
         row["cell_wall_s"] = c.get("wall_s")
+        hc = c.get("results", {}).get("harness_cell", {})
+        for k in CELL_COLS:   # scoring seconds and the cell's own peak RSS (harness.compare)
+            row[k] = c.get(k) if c.get(k) is not None else hc.get(k)
         row["key"] = c.get("key")
         rows.append(row)
     return rows
@@ -209,6 +220,47 @@ def sample_diffs(cells: list[dict], k: int = 3) -> list[dict]:
     return out
 
 
+def _is_reference(cell_or_row: dict) -> bool:
+    return cell_or_row.get("model") == REFERENCE_MODEL and \
+        cell_or_row.get("variant") == REFERENCE_VARIANT
+
+
+def reference_shift(cells: list[dict], comps: list[dict]) -> list[dict]:
+    """Per tuned cell and TOWARD_REFERENCE metric: base, tuned and human-reference means on the
+    documents all three scored, and whether tuned is nearer the reference mean than base
+    ("toward"), farther ("away from") or as near ("unchanged"); `ci` is the tuned − base paired
+    bootstrap verdict from comparisons()."""
+    refs = {c["task"]: c for c in cells if _is_reference(c) and c.get("samples")}
+    base = {(c["model"], c["backend"], c["task"]): c for c in cells
+            if c["variant"] == "base" and c.get("samples")}
+    verdicts = {(c["model"], c["variant"], c["adapter"], c["backend"], c["task"], c["metric"]):
+                c for c in comps}
+    out = []
+    for c in cells:
+        ref, b = refs.get(c["task"]), base.get((c["model"], c["backend"], c["task"]))
+        if ref is None or b is None or c is b or _is_reference(c) or not c.get("samples"):
+            continue
+        adapter = Path(c["adapter"]).name if c.get("adapter") else ""
+        for metric in TOWARD_REFERENCE:
+            xr, xb, xt = (_per_sample(x, metric) for x in (ref, b, c))
+            ids = sorted(set(xr) & set(xb) & set(xt))
+            if not ids:
+                continue
+            mr, mb, mt = (float(np.mean([x[i] for i in ids])) for x in (xr, xb, xt))
+            db, dt = abs(mb - mr), abs(mt - mr)
+            moved = "unchanged" if math.isclose(db, dt, abs_tol=1e-12) else \
+                "toward" if dt < db else "away from"
+            comp = verdicts.get((c["model"], c["variant"], adapter, c["backend"], c["task"],
+                                 metric))
+            out.append({"model": c["model"], "variant": c["variant"], "adapter": adapter,
+                        "backend": c["backend"], "task": c["task"], "metric": metric,
+                        "reference": mr, "base": mb, "tuned": mt, "n": len(ids),
+                        "moved": moved, "ci": (f"[{comp['lo']:+.4g}, {comp['hi']:+.4g}]"
+                                               if comp else ""),
+                        "significant": bool(comp) and (comp["lo"] > 0 or comp["hi"] < 0)})
+    return out
+
+
 def _title(sample: dict) -> str:
     doc = sample.get("doc", {})
     try:
@@ -265,7 +317,8 @@ def plots(cells: list[dict], rows: list[dict], out: Path) -> list[Path]:
     done = [c for c in cells if c.get("samples")]
     for task in sorted({c["task"] for c in done}):
         tc = [c for c in done if c["task"] == task]
-        common = set.intersection(*(set(_metrics_of(c)) for c in tc))
+        common = set.intersection(*[set(_metrics_of(c)) for c in tc if not _is_reference(c)]
+                                  or [set()])
         metrics = [m for m in KEY_METRICS.get(task, ()) if m in common] or sorted(common)[:8]
         if not metrics:
             continue
@@ -286,11 +339,12 @@ def plots(cells: list[dict], rows: list[dict], out: Path) -> list[Path]:
                 errs[0].append(max(mu - lo, 0) if not math.isnan(lo) else 0)
                 errs[1].append(max(hi - mu, 0) if not math.isnan(hi) else 0)
             ax.bar(range(len(tc)), means, yerr=errs, capsize=3,
-                   color=["#4c72b0" if c["variant"] == "base" else "#dd8452" for c in tc])
+                   color=["#999999" if _is_reference(c) else "#4c72b0" if c["variant"] == "base"
+                          else "#dd8452" for c in tc])
             ax.set_title(m + (" (lower better)" if m in LOWER_IS_BETTER else ""), fontsize=9)
             ax.set_xticks(range(len(tc)), labels, fontsize=6, rotation=60, ha="right")
-        fig.suptitle(f"{task}: mean per metric, 95% bootstrap CI (blue base, orange tuned)",
-                     fontsize=10)
+        fig.suptitle(f"{task}: mean per metric, 95% bootstrap CI (blue base, orange tuned, "
+                     f"grey human reference)", fontsize=10)
         fig.tight_layout()
         p = out / f"metrics_{task}.png"
         fig.savefig(p, dpi=110)
@@ -377,22 +431,22 @@ def _fmt(v) -> str:
 def _table_cols(rows: list[dict]) -> list[str]:
     metric_cols = sorted({k for r in rows for k, v in r.items()
                           if k not in ID_COLS and k not in THROUGHPUT and k not in
-                          ("cell_wall_s", "key") and isinstance(v, (int, float))})
+                          ("cell_wall_s", "key", *CELL_COLS) and isinstance(v, (int, float))})
     return ["model", "variant", "adapter", "backend", "task", "status", "n", *metric_cols,
             "prompt_tokens_per_second", "generation_tokens_per_second", "time_to_first_token_s",
-            "peak_rss_mb", "cell_wall_s"]
+            "peak_rss_mb", "cell_peak_rss_mb", "cell_wall_s", "metric_s"]
 
 
 def _best(rows: list[dict], col: str):
     vals = [r.get(col) for r in rows if isinstance(r.get(col), (int, float))
-            and not r["model"].startswith("baseline:")]
-    if len(vals) < 2 or col in ("n", "cell_wall_s"):
+            and not r["model"].startswith("baseline:") and not _is_reference(r)]
+    if len(vals) < 2 or col in ("n", "cell_wall_s", *CELL_COLS):
         return None
     lower = col in LOWER_IS_BETTER
     return min(vals) if lower else max(vals)
 
 
-def markdown(state: dict, rows, comps, diffs, pngs) -> str:
+def markdown(state: dict, rows, comps, diffs, pngs, shifts=()) -> str:
     cfg = state.get("config", {})
     lines = ["# Comparison report", "",
              f"Command: `harness compare --models {_models_arg(cfg)} --tasks "
@@ -419,6 +473,11 @@ def markdown(state: dict, rows, comps, diffs, pngs) -> str:
                 cells.append(s.replace("|", "\\|"))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        if any(_is_reference(r) for r in tr):
+            lines += [f"Row `{REFERENCE_MODEL} · {REFERENCE_VARIANT}`: the human reference "
+                      f"reviews of the same products, scored with the same metrics (no model, "
+                      f"no backend); the metrics that compare a text with its own reference "
+                      f"(rouge_l, relevance_reference, parent_*) are empty for it.", ""]
         tc = [c for c in comps if c["task"] == task]
         if tc:
             lines += ["### Tuned minus base (paired bootstrap 95% CI, same documents)", "",
@@ -428,6 +487,22 @@ def markdown(state: dict, rows, comps, diffs, pngs) -> str:
                 lines.append(f"| {c['model']} | {c['variant']} | {c['backend']} | {c['metric']} | "
                              f"{c['base']:.4g} | {c['tuned']:.4g} | {c['diff']:+.4g} | "
                              f"[{c['lo']:+.4g}, {c['hi']:+.4g}] | {c['better']} |")
+            lines.append("")
+        ts = [x for x in shifts if x["task"] == task]
+        if ts:
+            lines += ["### Toward or away from the human reference", "",
+                      "Is each tuned model's mean nearer the human reference row's mean than "
+                      "its base model's (same documents)? CI: tuned − base, paired bootstrap "
+                      "95%.", "",
+                      "| model | variant | backend | metric | reference | base | tuned | moved | "
+                      "tuned − base 95% CI |", "|---|---|---|---|---|---|---|---|---|"]
+            for x in ts:
+                moved = "unchanged" if x["moved"] == "unchanged" else \
+                    f"{x['moved']} the human reference" + \
+                    ("" if x["significant"] else " (not significant)")
+                lines.append(f"| {x['model']} | {x['variant']} | {x['backend']} | {x['metric']} | "
+                             f"{x['reference']:.4g} | {x['base']:.4g} | {x['tuned']:.4g} | "
+                             f"{moved} | {x['ci']} |")
             lines.append("")
         td = [d for d in diffs if d["task"] == task]
         if td:
@@ -521,14 +596,16 @@ def render(run: Path, console=None) -> dict:
                           cfg.get("data"))
     comps = comparisons(cells)
     diffs = sample_diffs(cells)
+    shifts = reference_shift(cells, comps)
     df = pd.DataFrame(rows)
     from .io import atomic_path
     with atomic_path(run / "summary.csv") as tmp:
         df.to_csv(tmp, index=False)
     write_json(run / "summary.json", {"rows": rows, "comparisons": comps, "sample_diffs": diffs,
-                                      "config": cfg, "wall_s": state.get("wall_s")})
+                                      "reference_shift": shifts, "config": cfg,
+                                      "wall_s": state.get("wall_s")})
     pngs = plots(cells, rows, run)
-    md = markdown(state, rows, comps, diffs, pngs)
+    md = markdown(state, rows, comps, diffs, pngs, shifts)
     write_text(run / "report.md", md)
     write_text(run / "report.html", html_report(_md_to_html(md), pngs, f"harness compare {run.name}"))
     if console is not None:
@@ -543,7 +620,7 @@ def print_tables(rows, comps, console) -> None:
         tr = [r for r in rows if r["task"] == task]
         present = {k for r in tr for k, v in r.items() if isinstance(v, (int, float))}
         metrics = [m for m in KEY_METRICS.get(task, ()) if m in present] or \
-            [c for c in _table_cols(tr)[7:-5] if c in present][:6]
+            [c for c in _table_cols(tr)[7:-7] if c in present][:6]
         cols = ["model", "variant", "backend", "status", "n", *metrics,
                 "generation_tokens_per_second", "prompt_tokens_per_second",
                 "time_to_first_token_s", "peak_rss_mb"]

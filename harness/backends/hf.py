@@ -1,19 +1,32 @@
 """lm-eval's transformers backend (HFLM) with throughput timing: `--model harness-hf`.
 
 `harness eval --model hf` uses this class, so transformers runs get the same `throughput` record
-as llama.cpp runs. Arguments are HFLM's own (pretrained=, gguf_file=, peft=, dtype=, ...), plus
-`model=NAME` to take weights from the registry. Time to first token is taken at the first call
-of a logits processor, i.e. right after the prefill forward pass.
+as llama.cpp runs. Arguments are HFLM's own (pretrained=, gguf_file=, peft=, dtype=,
+batch_size=, ...), plus `model=NAME` to take weights from the registry.
+
+- Batches: HFLM left-pads each batch; the meter counts the real tokens of every row (prompt
+  without padding, generated tokens up to the row's end-of-sequence token or stop string) and
+  gives every request of a batch the batch's prefill time as its time to first token, taken at
+  the first call of a logits processor, i.e. right after the prefill forward pass.
+- Anti-loop rule (harness.decoding): `no_repeat_ngram_generated: N` in the generation kwargs
+  becomes a GeneratedNoRepeatNGram logits processor. Stock `lm_eval --model hf` passes every
+  generation kwarg to `model.generate`, which rejects unknown ones; the task YAML therefore also
+  names `generate_no_loop` as transformers' `custom_generate` callable, which takes the key out
+  of generate()'s kwargs and applies the same processor.
+- Adapters: `set_adapter(dir | None)` switches PEFT adapters on the loaded base model.
 """
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from ..decoding import GEN_KEY, banned_next, pop_setting
+from ..io import HarnessError
 from ..models import resolve_hf
 from .throughput import METER
 
@@ -26,6 +39,62 @@ class _FirstTokenClock(LogitsProcessor):
         if self.t_first is None:
             self.t_first = time.perf_counter()
         return scores
+
+
+class GeneratedNoRepeatNGram(LogitsProcessor):
+    """Sets to -inf the score of every token that would complete an n-gram already present in
+    its row's generated tokens (harness.decoding.banned_next). The first `prompt_len` columns
+    of input_ids are the prompt (with left padding: the padded width) and are not looked at."""
+
+    def __init__(self, n: int, prompt_len: int):
+        self.n, self.prompt_len = n, prompt_len
+
+    def __call__(self, input_ids, scores):
+        rows = [(i, banned_next(gen, self.n))
+                for i, gen in enumerate(input_ids[:, self.prompt_len:].tolist())]
+        if any(b for _, b in rows):
+            scores = scores.clone()
+            for i, banned in rows:
+                if banned:
+                    scores[i, list(banned)] = -float("inf")
+        return scores
+
+
+class _NoLoopGenerate:
+    """transformers' `custom_generate` callable: the usual decoding method of the generation
+    config, with GeneratedNoRepeatNGram added when `no_repeat_ngram_generated` > 0 (generate()
+    hands this callable the keyword arguments its signature names, so the key never reaches
+    the model's kwargs validation). One module-level instance, `generate_no_loop`; copies are
+    the instance itself, so lm-eval still batches requests whose kwargs hold it together."""
+
+    def __call__(self, model, input_ids, logits_processor, stopping_criteria, generation_config,
+                 no_repeat_ngram_generated=0, **model_kwargs):
+        from transformers.generation.utils import GENERATION_MODES_MAPPING
+
+        mode = generation_config.get_generation_mode()
+        method = GENERATION_MODES_MAPPING.get(mode, "")
+        if not method.startswith("_"):
+            raise HarnessError(f"generation_kwargs custom_generate: {self!r} does not support "
+                               f"{mode.value} decoding")
+        n = pop_setting({GEN_KEY: no_repeat_ngram_generated})
+        if n:
+            logits_processor.append(GeneratedNoRepeatNGram(n, input_ids.shape[1]))
+        return getattr(type(model), method)(
+            model, input_ids, logits_processor=logits_processor,
+            stopping_criteria=stopping_criteria, generation_config=generation_config,
+            **model_kwargs)
+
+    def __repr__(self):
+        return "harness.backends.hf.generate_no_loop"
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        return "generate_no_loop"
+
+
+generate_no_loop = _NoLoopGenerate()
 
 
 @register_model("harness-hf")
@@ -41,21 +110,78 @@ class TimedHFLM(HFLM):
         kwargs.setdefault("dtype", "float32")
         kwargs.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
         super().__init__(pretrained=pretrained, **kwargs)
+        # adapter directory -> PEFT adapter name; HFLM names the one given as peft= "default"
+        self._adapters = {str(Path(self.peft).resolve()): "default"} if self.peft else {}
         METER.load_s += time.perf_counter() - t0
 
+    def set_adapter(self, peft_dir: str | Path | None) -> None:
+        """Run with the PEFT adapter in `peft_dir`, or with the bare base model for None. The
+        base weights stay loaded: the model is wrapped with PEFT once, every adapter is loaded
+        once by name, None disables the adapter layers."""
+        from peft import PeftModel
+
+        if peft_dir is None:
+            if isinstance(self._model, PeftModel):
+                self._model.base_model.disable_adapter_layers()
+            self.peft = None
+            return
+        path = Path(peft_dir).resolve()
+        if not (path / "adapter_config.json").is_file():
+            raise HarnessError(f"{peft_dir}: not a PEFT adapter directory "
+                               f"(no adapter_config.json)")
+        name = self._adapters.get(str(path))
+        if name is None:
+            name = f"adapter_{len(self._adapters)}"
+            if isinstance(self._model, PeftModel):
+                self._model.load_adapter(str(path), adapter_name=name)
+            else:
+                self._model = PeftModel.from_pretrained(self._model, str(path), adapter_name=name)
+            self._model.eval()
+            self._adapters[str(path)] = name
+        self._model.set_adapter(name, inference_mode=True)
+        self._model.base_model.enable_adapter_layers()
+        self.peft = str(path)
+
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        n = pop_setting(generation_kwargs)
+        if generation_kwargs.get("custom_generate") is generate_no_loop:
+            del generation_kwargs["custom_generate"]  # its rule is applied here
         clock = _FirstTokenClock()
-        procs = generation_kwargs.pop("logits_processor", None) or LogitsProcessorList()
-        procs.append(clock)
+        procs = LogitsProcessorList([clock])
+        procs.extend(generation_kwargs.pop("logits_processor", None) or [])
+        if n:
+            procs.append(GeneratedNoRepeatNGram(n, context.shape[1]))
+        mask = generation_kwargs.get("attention_mask")
         t0 = time.perf_counter()
         out = super()._model_generate(context, max_length, stop, logits_processor=procs,
                                       **generation_kwargs)
         total = time.perf_counter() - t0
-        pad = self.tokenizer.pad_token_id
-        gen = out[:, context.shape[1]:]
-        n_prompt = int((context != pad).sum()) if pad is not None else context.numel()
-        n_gen = int((gen != pad).sum()) if pad is not None else gen.numel()
-        rows = context.shape[0]
+        n_prompt = int(mask.sum()) if mask is not None else int(context.numel())
+        n_gen = sum(max(k, 1) for k in self._generated_lengths(out[:, context.shape[1]:], stop))
         ttft = (clock.t_first or time.perf_counter()) - t0
-        METER.add(n_prompt, ttft, max(n_gen, rows), total, requests=rows)
+        METER.add(n_prompt, ttft, n_gen, total, requests=context.shape[0])
+        return out
+
+    def _generated_lengths(self, gen: torch.Tensor, stop: list[str]) -> list[int]:
+        """Tokens each row really generated: those before its first end-of-sequence token (not
+        counted, as in the llama.cpp backend), through the token that completes a stop string.
+        The rest is padding, or tokens made while other rows of the batch went on."""
+        eos = self.model.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+        stop = [s for s in stop if s]
+
+        def stopped(ids):
+            text = self.tokenizer.decode(ids, skip_special_tokens=False)
+            return any(s in text for s in stop)
+
+        out = []
+        for row in gen.tolist():
+            k = next((i for i, t in enumerate(row) if t in eos), len(row))
+            if stop and k and stopped(row[:k]):
+                lo, hi = 1, k  # the shortest prefix holding a stop string
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    lo, hi = (lo, mid) if stopped(row[:mid]) else (mid + 1, hi)
+                k = lo
+            out.append(k)
         return out

@@ -12,6 +12,8 @@ Per-sample keys (stable; the compare report reads them):
                  degenerate_cutoff, degenerate_echo, degenerate_loop
   relevance      relevance_product, relevance_reference, attribute_coverage (absent when the
                  product has no key attributes), rouge_l
+  parent         parent_precision, parent_recall, parent_f1 (PARENT: n-gram overlap with the
+                 product table and the reference review, see parent.py)
   nli (optional) nli_entailment, nli_unsupported_rate, nli_contradiction
 """
 from __future__ import annotations
@@ -39,6 +41,11 @@ def _relevance(records, texts, cfg, shared):
     return relevance_scorer(records, texts, shared.get("claims"))
 
 
+def _parent(records, texts, cfg, shared):
+    from .parent import parent_scorer
+    return parent_scorer(records, texts)
+
+
 def _nli(records, texts, cfg, shared):
     if not cfg.nli_model:
         return [{} for _ in texts]
@@ -49,7 +56,7 @@ def _nli(records, texts, cfg, shared):
 # name -> fn(records, texts, config, shared) -> [per-sample dict]; run in this order, `shared`
 # passes intermediate results on (relevance reuses the checked claims).
 SCORERS: dict[str, Callable] = {"hallucination": _hallucination, "fluency": _fluency,
-                                "relevance": _relevance, "nli": _nli}
+                                "relevance": _relevance, "parent": _parent, "nli": _nli}
 
 
 def score_reviews(records: list[dict], texts: list[str],
@@ -70,5 +77,32 @@ def score_reviews(records: list[dict], texts: list[str],
     return out
 
 
+_PREFETCHED: dict = {}
+
+
+def _prefetch_key(record: dict, text, cfg) -> tuple:
+    import json
+    text = text if isinstance(text, str) else ""
+    return json.dumps(record, sort_keys=True, default=str), text, cfg
+
+
+def prefetch(records: list[dict], texts: list[str]) -> None:
+    """Score many texts in one batch and keep the results for the score_review calls that
+    follow (lm-eval calls process_results once per document; the product_review task calls
+    this from its filter with every document)."""
+    cfg = _config.current()
+    _PREFETCHED.clear()
+    for r, t, d in zip(records, texts, score_reviews(records, texts, cfg)):
+        _PREFETCHED[_prefetch_key(r, t, cfg)] = d
+
+
 def score_review(record: dict, text: str) -> dict:
-    return score_reviews([record], [text])[0]
+    cfg = _config.current()
+    hit = _PREFETCHED.pop(_prefetch_key(record, text, cfg), None)
+    return hit if hit is not None else score_reviews([record], [text], cfg)[0]
+
+
+# Keys that score a text against the record's own reference review: empty when the text scored
+# is that reference (the human reference row of `harness compare`).
+REFERENCE_BASED = ("relevance_reference", "rouge_l", "parent_precision", "parent_recall",
+                   "parent_f1")

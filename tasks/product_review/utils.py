@@ -2,6 +2,7 @@
 trainer, the CLI and stock `lm_eval --include_path tasks` share one implementation."""
 import json
 
+from harness.backends.hf import generate_no_loop  # noqa: F401  (YAML custom_generate)
 from harness.metrics import score_review
 from harness.metrics.aggregate import pooled_hallucination_rate  # noqa: F401  (YAML aggregation)
 from harness.metrics.catalogue import register_catalogue
@@ -44,6 +45,11 @@ def first_value(values):
 
 
 def first_paragraph(resps, docs):
-    """lm-eval filter: each response trimmed to its first non-empty paragraph."""
+    """lm-eval filter: each response trimmed to its first non-empty paragraph. The first
+    responses of all documents are then scored in one batch (harness.metrics.prefetch);
+    process_results reads those scores."""
+    from harness.metrics import prefetch
     from harness.metrics.text import first_paragraph as fp
-    return [[fp(r) for r in rs] for rs in resps]
+    out = [[fp(r) for r in rs] for rs in resps]
+    prefetch([record_of(d) for d in docs], [rs[0] if rs else "" for rs in out])
+    return out

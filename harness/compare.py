@@ -3,14 +3,22 @@
     compare(models="all", tasks=["product_review"], backends=["llama-cpp", "hf"], limit=5,
             data="demo", output="results/RUN", resume=False)
 
-A run is a grid of cells (model × variant × backend × task). Each finished cell is a folder
+A run is a grid of cells (model × variant × backend × task), plus for product_review one cell
+that scores the human reference reviews (model=reference, variant=human, backend "-", no
+model run; see run_reference_cell). Each finished cell is a folder
 `RUN/cells/<key>/` holding lm-eval's results.json and samples file; <key> hashes
 (model, adapter content, backend, task, data file content, limit), so `resume=True` reruns only
 what is missing and a changed adapter or data set never reuses a stale cell. Rendering
 (tables, plots, report.md/html) lives in harness/report.py and reads only saved files.
+
+Cells that run on the same weights (base and tuned of a model on one backend; the adapter is
+switched with set_adapter) share one loaded model (`reuse_models`); they run one after another
+and the model is freed after the last of them. Each cell records its wall time, the seconds
+spent scoring (`metric_s`) and its own peak RSS (`cell_peak_rss_mb`).
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import time
@@ -24,6 +32,11 @@ from .paths import ADAPTERS_DIR, RESULTS_DIR
 
 BACKENDS = ("llama-cpp", "hf", "vllm")  # vllm: GPU clusters only (not installed here)
 DEFAULT_TASKS = ("product_review",)
+# Generation batch per backend (requests decoded together); backends not named here: 1.
+# TODO(lead): set from H1's / H2's measurements of the best batch on this machine.
+DEFAULT_BATCH_SIZE = {"llama-cpp": 8, "hf": 8}
+# Backends whose LM switches adapters on a loaded model, and the model_arg naming the adapter.
+ADAPTER_ARG = {"llama-cpp": "lora_path", "hf": "peft"}
 
 
 @dataclass
@@ -37,6 +50,10 @@ class Cell:
     reason: str = ""
     key: str = ""
     wall_s: float | None = None
+    load_s: float | None = None           # model load in this cell (0: a loaded model reused)
+    metric_s: float | None = None         # scoring: lm-eval filters + process_results
+    cell_peak_rss_mb: float | None = None
+    rss_scope: str = ""                   # "cell"; "process" where the peak cannot be reset
 
     @property
     def label(self) -> str:
@@ -71,13 +88,18 @@ def data_fingerprint(task: str, data) -> str:
     return sha256_file(path)[:16] if path.exists() else "missing"
 
 
-def cell_key(cell: Cell, data_hash: str, limit: int | None) -> str:
+def cell_key(cell: Cell, data_hash: str, limit: int | None,
+             gen_kwargs: str | None = None) -> str:
+    """A cell's cache key. gen_kwargs (e.g. the anti-loop setting) changes the outputs, so it is
+    part of the key: a run with other decoding never reuses these cells (None keeps old keys)."""
     adapter_hash = ""
     if cell.adapter:
         f = Path(cell.adapter) / "adapter_model.safetensors"
         adapter_hash = sha256_file(f)[:16] if f.exists() else "missing"
-    raw = json.dumps([cell.model, cell.variant, adapter_hash, cell.backend, cell.task,
-                      data_hash, limit], sort_keys=True)
+    parts = [cell.model, cell.variant, adapter_hash, cell.backend, cell.task, data_hash, limit]
+    if gen_kwargs and cell.backend != NO_BACKEND:
+        parts.append(gen_kwargs)
+    raw = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -171,19 +193,172 @@ def exported_gguf(adapter_dir: str, fmt: str, quant: str | None = None) -> Path:
     return export(adapter_dir, fmt, [quant] if quant else ["q4_k_m"]).files[label]
 
 
+def lm_key(cell: Cell) -> tuple:
+    """Cells with one key run on one loaded model: base and tuned (adapter applied at run
+    time) of a model on a backend; each merged export is a model of its own."""
+    merged = cell.variant.startswith("tuned-merged-")
+    return (cell.backend, cell.model, cell.variant if merged else "",
+            cell.adapter if merged else "")
+
+
+def run_order(cells: list[Cell]) -> list[Cell]:
+    """The cells in plan order, except that all cells of one loaded model run together, and
+    all of one model on one backend (its merged exports after the adapter cells)."""
+    first: dict[tuple, int] = {}
+    for i, c in enumerate(cells):
+        first.setdefault((c.backend, c.model), i)
+        first.setdefault(lm_key(c), i)
+    return sorted(cells, key=lambda c: (first[(c.backend, c.model)], first[lm_key(c)]))
+
+
+class ModelCache:
+    """The models of a run. With reuse, one LM per lm_key, kept until keep_only() drops it,
+    and the cell's adapter switched on it (set_adapter; None for base); without, a fresh LM
+    per cell with the adapter in its model_args. `loads` lists every model load."""
+
+    def __init__(self, reuse: bool = True):
+        self.reuse = reuse
+        self.models: dict[tuple, object] = {}
+        self.loads: list[dict] = []
+
+    def lm(self, cell: Cell, model: str, args: dict, batch_size):
+        from .evaluate import load_lm
+
+        key = lm_key(cell)
+        adapter_arg = ADAPTER_ARG.get(cell.backend)
+        reuse = self.reuse and adapter_arg is not None
+        lm = self.models.get(key) if reuse else None
+        if lm is None:
+            t0 = time.perf_counter()
+            lm = load_lm(model, {k: v for k, v in args.items() if k != adapter_arg}
+                         if reuse else args, batch_size)
+            self.loads.append({"key": list(key), "cell": cell.key,
+                               "load_s": round(time.perf_counter() - t0, 2)})
+            if reuse:
+                self.models[key] = lm
+        if reuse:
+            lm.set_adapter(args.get(adapter_arg))
+        return lm
+
+    def keep_only(self, keys: set) -> None:
+        """Free the models no later cell needs (and collect what a finished cell dropped)."""
+        for k in [k for k in self.models if k not in keys]:
+            del self.models[k]
+        gc.collect()
+
+
+def reset_peak_rss() -> str:
+    """Reset the kernel's peak-RSS counter of this process (Linux: VmHWM via clear_refs).
+    Returns the scope of the next peak_rss_mb(): "cell", or "process" (the peak so far of the
+    whole process) where the counter cannot be reset."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return "cell"
+    except OSError:
+        return "process"
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS since reset_peak_rss() (VmHWM); the process peak where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    from .backends.throughput import peak_rss_mb as process_peak
+    return round(process_peak(), 1)
+
+
 def run_cell(cell: Cell, out_dir: Path, *, limit, data, n_threads=None, seed=0,
-             gen_kwargs: str | None = None, model_args: dict | None = None) -> None:
+             gen_kwargs: str | None = None, model_args: dict | None = None,
+             batch_size: int | str = 1, models: ModelCache | None = None) -> None:
+    """Run one cell and save its results. `models` holds the run's loaded models (default:
+    a fresh load for this cell); batch_size is the backend's generation batch (a batch_size
+    in model_args wins)."""
+    if cell.backend == NO_BACKEND:   # the human reference row: no model to run
+        return run_reference_cell(cell, out_dir, limit=limit, data=data)
     from .evaluate import evaluate
 
+    models = models or ModelCache(reuse=False)
     model, args = _model_args(cell, n_threads, (model_args or {}).get(cell.backend))
+    # time and memory from here: the adapter's GGUF export (made once per adapter) is not in them
+    cell.rss_scope = reset_peak_rss()
     t0 = time.perf_counter()
-    res = evaluate(model, args, [cell.task], limit=limit, log_samples=True,
+    batch_size = args.pop("batch_size", batch_size)
+    n_loads = len(models.loads)
+    lm = models.lm(cell, model, args, batch_size)
+    cell.load_s = sum(x["load_s"] for x in models.loads[n_loads:])
+    res = evaluate(lm, args, [cell.task], limit=limit, log_samples=True,
                    metadata={"data": data} if data else None, seed=seed, gen_kwargs=gen_kwargs,
+                   batch_size=batch_size, model_name=model,
                    model_under_test=cell.model)  # the fluency reference LM must differ
+    del lm
     cell.wall_s = round(time.perf_counter() - t0, 2)
+    cell.metric_s = res["throughput"].get("metric_s")
+    cell.cell_peak_rss_mb = peak_rss_mb()
     res["harness_cell"] = asdict(cell)
     from .evaluate import save_results
     save_results(res, out_dir)  # atomic per file; results.json last marks the cell done
+
+
+# --- the human reference row ---------------------------------------------------------------
+
+NO_BACKEND = "-"
+# Tasks whose references are reviews, scored by harness.metrics.score_reviews: they get a row
+# model=reference, variant=human (ranked and label tasks have no text reference to score).
+REFERENCE_ROW_TASKS = ("product_review",)
+
+
+def reference_cells(tasks) -> list[Cell]:
+    return [Cell("reference", "human", NO_BACKEND, t) for t in tasks if t in REFERENCE_ROW_TASKS]
+
+
+def run_reference_cell(cell: Cell, out_dir: Path, *, limit, data) -> None:
+    """Score the reference reviews of the test documents a model cell sees (the first `limit`,
+    in order, as lm-eval takes them) with the task's metrics, under the default fluency
+    reference LM. Written like a model cell (results.json + samples_<task>.jsonl, lm-eval's
+    layout); the metrics that compare a text with its own reference are None."""
+    from dataclasses import replace
+
+    from .evaluate import save_results
+    from .metrics import REFERENCE_BASED, score_reviews
+    from .metrics import config as mconfig
+    from .metrics.aggregate import aggregate
+    from .metrics.catalogue import register_task_data
+    from .tasks_registry import read_records
+
+    t0 = time.perf_counter()
+    records = read_records(cell.task, "test", data)
+    n_total = len(records)
+    records = records[:limit] if limit else records
+    register_task_data(data)        # the catalogue lm-eval's load_dataset registers
+    scoring = replace(mconfig.current(), model_under_test=None)
+    texts = [(r.get("review") or "").strip() for r in records]
+    scored = score_reviews(records, texts, scoring)
+    reference_lm = mconfig.reference_for(None, scoring.fluency_reference)
+    samples = []
+    for i, (rec, text, metrics) in enumerate(zip(records, texts, scored)):
+        metrics.update({k: None for k in REFERENCE_BASED})
+        if metrics.get("bits_per_byte") is not None:
+            metrics["fluency_reference"] = reference_lm
+        samples.append({"doc_id": i, "doc": {"id": str(rec.get("id", i)), "record": json.dumps(
+            rec, ensure_ascii=False, sort_keys=True)}, "target": " " + text, "arguments": [],
+            "resps": [[text]], "filtered_resps": [text], "filter": "none",
+            "metrics": list(metrics), **metrics})
+    figures = aggregate(scored)     # numeric keys only; the None ones drop out
+    figures.pop("n")
+    task_res = {"alias": cell.task, **{f"{k},none": v for k, v in figures.items()},
+                **{f"{k},none": None for k in REFERENCE_BASED}}
+    if any("fluency_reference" in m for m in scored):
+        task_res["fluency_reference,none"] = reference_lm
+    cell.wall_s = round(time.perf_counter() - t0, 2)
+    save_results({"results": {cell.task: task_res},
+                  "configs": {cell.task: {"metadata": {"data": str(data) if data else None}}},
+                  "config": {"model": "reference", "model_args": None, "limit": limit},
+                  "n-samples": {cell.task: {"original": n_total, "effective": len(samples)}},
+                  "throughput": {}, "harness_cell": asdict(cell),
+                  "samples": {cell.task: samples}}, out_dir)
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -202,12 +377,46 @@ class CompareConfig:
     merged_quant: str | None = "q4_k_m"   # merged exports to score too: "q4_k_m,q8_0", None
     gen_kwargs: str | None = None
     model_args: dict | None = None   # backend -> extra lm-eval model_args (pass-through)
+    # backend -> generation batch; an int (or "N", "llama-cpp:8,hf:4") sets it as parse says
+    batch_size: dict | int | str = field(default_factory=lambda: dict(DEFAULT_BATCH_SIZE))
+    reuse_models: bool = True        # one loaded model per backend and weights for the run
+    adapters_dir: str | None = None  # where tuned adapters are found (None: ADAPTERS_DIR)
+
+
+def batch_sizes(value: dict | int | str | None) -> dict:
+    """Generation batch per backend: a dict as it is; N -> every backend N;
+    "llama-cpp:8,hf:4" -> those two (the others keep DEFAULT_BATCH_SIZE); None -> defaults."""
+    out = dict(DEFAULT_BATCH_SIZE)
+    if isinstance(value, dict) or value is None:
+        out.update(value or {})
+    elif ":" not in str(value):
+        out = {b: _positive(value, "--batch-size") for b in BACKENDS}
+    else:
+        for item in str(value).split(","):
+            backend, _, n = item.partition(":")
+            if backend.strip() not in BACKENDS:
+                raise HarnessError(f"--batch-size {item!r}: unknown backend {backend.strip()!r}; "
+                                   f"choose from {', '.join(BACKENDS)}")
+            out[backend.strip()] = _positive(n, "--batch-size")
+    return out
+
+
+def _positive(value, what: str) -> int:
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise HarnessError(f"{what} {value!r}: expected a positive integer "
+                           f"(or BACKEND:N,... e.g. llama-cpp:8,hf:4)")
+    return n
 
 
 def compare(cfg: CompareConfig | None = None, progress=None, **kw) -> Path:
     """Run (or resume) a comparison; returns the run directory. Rendering is done by
     harness.report.render(run_dir) afterwards (the CLI does both)."""
     cfg = cfg or CompareConfig(**kw)
+    batch = batch_sizes(cfg.batch_size)
     out = Path(cfg.output) if cfg.output else RESULTS_DIR / time.strftime("compare-%Y%m%d-%H%M%S")
     manifest = out / "run.json"
     if manifest.exists() and not cfg.resume:
@@ -215,18 +424,22 @@ def compare(cfg: CompareConfig | None = None, progress=None, **kw) -> Path:
         if prev.get("status") != "finished":
             raise HarnessError(f"{out}: an unfinished run is there; add --resume to continue it "
                                f"or choose another --output")
-    cells = plan(cfg.models, cfg.tasks, cfg.backends, merged_quant=cfg.merged_quant)
+    cells = plan(cfg.models, cfg.tasks, cfg.backends, merged_quant=cfg.merged_quant,
+                 adapters_dir=Path(cfg.adapters_dir) if cfg.adapters_dir else ADAPTERS_DIR) + \
+        reference_cells(cfg.tasks)
     data_hashes = {t: data_fingerprint(t, cfg.data) for t in cfg.tasks}
     for c in cells:
-        c.key = cell_key(c, data_hashes[c.task], cfg.limit)
+        c.key = cell_key(c, data_hashes[c.task], cfg.limit, cfg.gen_kwargs)
     state = {"config": asdict(cfg), "status": "running", "started": time.time(),
              "cells": [asdict(c) for c in cells]}
     write_json(manifest, state)
 
-    todo = [c for c in cells if c.status == "pending"]
+    todo = run_order([c for c in cells if c.status == "pending"])
     for c in todo:
         if cfg.resume and (out / "cells" / c.key / "results.json").exists():
             c.status = "cached"
+    models = ModelCache(reuse=cfg.reuse_models)
+    state["model_loads"] = models.loads
     for i, c in enumerate(todo):
         if progress:
             progress(i, len(todo), c)
@@ -235,7 +448,8 @@ def compare(cfg: CompareConfig | None = None, progress=None, **kw) -> Path:
         try:
             run_cell(c, out / "cells" / c.key, limit=cfg.limit, data=cfg.data,
                      n_threads=cfg.n_threads, seed=cfg.seed, gen_kwargs=cfg.gen_kwargs,
-                     model_args=cfg.model_args)
+                     model_args=cfg.model_args, batch_size=batch.get(c.backend, 1),
+                     models=models)
             c.status = "done"
         except HarnessError as e:
             c.status, c.reason = "failed", str(e)
@@ -243,11 +457,12 @@ def compare(cfg: CompareConfig | None = None, progress=None, **kw) -> Path:
             c.status, c.reason = "failed", f"{type(e).__name__}: {e}"
             (out / "cells" / c.key).mkdir(parents=True, exist_ok=True)
             (out / "cells" / c.key / "error.txt").write_text(traceback.format_exc())
+        models.keep_only({lm_key(x) for x in todo[i + 1:] if x.status == "pending"})
         state["cells"] = [asdict(x) for x in cells]
         write_json(manifest, state)
     if progress:
         progress(len(todo), len(todo), None)
-    state.update(status="finished", finished=time.time(),
+    state.update(status="finished", finished=time.time(), cells=[asdict(x) for x in cells],
                  wall_s=round(time.time() - state["started"], 1))
     write_json(manifest, state)
     return out

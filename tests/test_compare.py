@@ -61,8 +61,8 @@ def test_compare_all_models_base_only(tmp_path, env):
                  "llama-cpp", "--gen-kwargs", "max_gen_toks=24", "--output", str(out)], env)
     assert r.returncode == 0, r.stderr[-3000:]
     df = pd.read_csv(out / "summary.csv")
-    assert set(df["model"]) == ALL_MODELS
-    avail = df[df["status"] == "done"]
+    assert set(df["model"]) == ALL_MODELS | {"reference"}   # + the human reference row
+    avail = df[(df["status"] == "done") & (df["model"] != "reference")]
     assert set(avail["model"]) == {"smollm2-135m-instruct", "gemma3-270m"}
     un = df[df["status"] == "unavailable"]
     assert set(un["model"]) == {"llama2-7b-chat", "mistral-7b-instruct", "structlm-7b"}
@@ -88,7 +88,7 @@ def test_compare_base_vs_tuned_with_ci_and_sample_diffs(tmp_path, env):
                  "--backends", "hf", "--gen-kwargs", "max_gen_toks=24", "--output", str(out)], env)
     assert r.returncode == 0, r.stderr[-3000:]
     df = pd.read_csv(out / "summary.csv")
-    assert set(df["variant"]) == {"base", "tuned"}
+    assert set(df["variant"]) == {"base", "tuned", "human"}
     summary = json.loads((out / "summary.json").read_text())
     comps = [c for c in summary["comparisons"] if c["metric"] == "rouge_l"]
     assert comps and comps[0]["lo"] <= comps[0]["diff"] <= comps[0]["hi"]
@@ -125,7 +125,7 @@ def test_compare_resume_reuses_finished_cells(tmp_path, env):
     assert first.stat().st_mtime_ns == mtime, "a finished cell was rerun"
     state = json.loads((out / "run.json").read_text())
     statuses = [c["status"] for c in state["cells"]]
-    assert "cached" in statuses and statuses.count("done") + statuses.count("cached") == 2
+    assert "cached" in statuses and statuses.count("done") + statuses.count("cached") == 3
     assert state["status"] == "finished"
 
 
@@ -165,3 +165,14 @@ def test_merged_quant_option_plans_one_cell_per_export_and_rejects_unknown_ones(
         ("base", "llama-cpp"), ("tuned", "llama-cpp"), ("base", "hf"), ("tuned", "hf")]
     with pytest.raises(HarnessError, match="--merged-quant: unknown quantization 'q5'"):
         variants("q4_k_m,q5")
+
+
+def test_cell_key_depends_on_gen_kwargs():
+    """Cells run with other decoding settings (e.g. anti-loop off) never reuse cached cells."""
+    from harness.compare import Cell, cell_key
+
+    c = Cell("smollm2-135m-instruct", "base", "llama-cpp", "product_review")
+    plain = cell_key(c, "abc", 5)
+    assert cell_key(c, "abc", 5, None) == plain
+    off = cell_key(c, "abc", 5, "no_repeat_ngram_generated=0")
+    assert off != plain and off != cell_key(c, "abc", 5, "no_repeat_ngram_generated=3")

@@ -29,6 +29,42 @@ def _logprob_rows(rows: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np
     return picked - lse, picked >= top
 
 
+def set_lora(ctx, adapter=None, scale: float = 1.0) -> None:
+    """Put one LoRA adapter (from llama_adapter_lora_init) on a llama_context, or none."""
+    import llama_cpp
+
+    if adapter is None:
+        rc = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
+    else:
+        rc = llama_cpp.llama_set_adapters_lora(
+            ctx, (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter), 1,
+            (ctypes.c_float * 1)(scale))
+    if rc:
+        raise RuntimeError("llama.cpp could not set the LoRA adapter on a context")
+
+
+def decode_rows(ctx, batch, items: list[tuple[int, int, int, bool]], n_vocab: int) -> np.ndarray:
+    """One llama_decode of items (token, position, sequence, want logits) on an
+    internals.LlamaContext with an internals.LlamaBatch; returns a copy of the wanted logit rows,
+    in item order."""
+    import llama_cpp
+
+    b = batch.batch
+    b.n_tokens = len(items)
+    want = []
+    for i, (tok, pos, seq, logits) in enumerate(items):
+        b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, logits
+        b.seq_id[i][0] = seq
+        if logits:
+            want.append(i)
+    ctx.decode(batch)
+    rows = np.empty((len(want), n_vocab), dtype=np.float32)
+    for r, i in enumerate(want):
+        rows[r] = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx.ctx, i),
+                                        shape=(n_vocab,))
+    return rows
+
+
 class GroupScorer:
     def __init__(self, llm, n_ctx: int, n_batch: int = 512, lora_adapter=None,
                  lora_scale: float = 1.0):
@@ -43,36 +79,23 @@ class GroupScorer:
         params.kv_unified = True
         self.ctx = internals.LlamaContext(model=llm._model, params=params, verbose=False)
         if lora_adapter is not None:
-            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(lora_adapter)
-            scales = (ctypes.c_float * 1)(lora_scale)
-            if llama_cpp.llama_set_adapters_lora(self.ctx.ctx, adapters, 1, scales):
-                raise RuntimeError("could not set the LoRA adapter on the scoring context")
+            set_lora(self.ctx.ctx, lora_adapter, lora_scale)
         self.batch = internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=MAX_SEQS,
                                           verbose=False)
         self.mem = llama_cpp.llama_get_memory(self.ctx.ctx)
         self.n_ctx, self.n_batch, self.n_vocab = n_ctx, n_batch, llm.n_vocab()
         self.decodes = 0   # llama_decode calls so far (tests and profiling read it)
 
+    def set_adapter(self, adapter=None, scale: float = 1.0) -> None:
+        set_lora(self.ctx.ctx, adapter, scale)
+
     def fits(self, context: list[int], conts: list[list[int]]) -> bool:
         return len(context) + max(len(c) for c in conts) - 1 <= self.n_ctx
 
     def _decode(self, items: list[tuple[int, int, int, bool]]) -> np.ndarray:
         """items: (token, position, sequence, want logits); returns the wanted logit rows."""
-        b = self.batch.batch
-        b.n_tokens = len(items)
-        want = []
-        for i, (tok, pos, seq, logits) in enumerate(items):
-            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, logits
-            b.seq_id[i][0] = seq
-            if logits:
-                want.append(i)
-        self.ctx.decode(self.batch)
         self.decodes += 1
-        rows = np.empty((len(want), self.n_vocab), dtype=np.float32)
-        for r, i in enumerate(want):
-            ptr = self._lc.llama_get_logits_ith(self.ctx.ctx, i)
-            rows[r] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-        return rows
+        return decode_rows(self.ctx, self.batch, items, self.n_vocab)
 
     def _run(self, items: list[tuple[int, int, int, bool]]) -> np.ndarray:
         out = [self._decode(items[i:i + self.n_batch]) for i in range(0, len(items), self.n_batch)]

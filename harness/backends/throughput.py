@@ -1,19 +1,34 @@
 """One throughput record per run, filled by whichever backend runs the model.
 
-Backends call `METER.add(...)` once per generation request; `harness eval` writes
+Backends report each generation request: `METER.add(...)` for requests run one after another
+(or one transformers batch), `METER.add_concurrent(...)` for requests decoded side by side
+(llama.cpp batching), whose own durations overlap and so are never summed. A backend wraps its
+generation phase (e.g. one generate_until call) in `with METER.phase():`. `harness eval` writes
 `METER.summary()` into the results JSON as `throughput`:
 
-    prompt_tokens_per_second     prompt tokens / prefill seconds (time to first token)
-    generation_tokens_per_second generated tokens (after the first) / decode seconds
-    time_to_first_token_s        mean over requests
-    wall_s                       from backend start to summary (model load included)
-    peak_rss_mb                  peak resident memory of the process
+    prompt_tokens_per_second      prompt tokens / prefill wall seconds
+    generation_tokens_per_second  tokens generated after each request's first / wall seconds of
+                                  decode steps (all sequences decoded together: the batch rate)
+    aggregate_generation_tokens_per_second
+                                  all generated tokens / generation_wall_s: end to end, prefill
+                                  and overheads included; the figure to compare batch sizes by
+    generation_wall_s             wall seconds of the generation phases (requests timed outside
+                                  any phase count their own total time)
+    time_to_first_token_s         mean over requests of the time from the start of that
+                                  request's prefill to its first token (under batching: its
+                                  own prefill decode(s), not the time spent waiting for a slot)
+    time_to_first_token_max_s     the largest of those
+    max_concurrent_requests       the most requests decoded side by side
+    wall_s                        from backend start to summary (model load included)
+    peak_rss_mb                   peak resident memory of the process
+    requests, prompt_tokens, generated_tokens, load_s (model and adapter loading)
 """
 from __future__ import annotations
 
 import resource
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 
@@ -27,11 +42,16 @@ class Meter:
     started: float = field(default_factory=time.perf_counter)
     requests: int = 0
     prompt_tokens: int = 0
-    prefill_s: float = 0.0
-    gen_tokens: int = 0
-    decode_s: float = 0.0
+    prefill_s: float = 0.0        # wall seconds of prefill
+    gen_tokens: int = 0           # generated tokens after each request's first
+    decode_s: float = 0.0         # wall seconds of decode steps
     ttft_sum: float = 0.0
+    ttft_max: float = 0.0
     load_s: float = 0.0
+    phase_s: float = 0.0          # wall seconds inside phase()
+    unphased_s: float = 0.0       # total time of add()ed requests timed outside any phase
+    max_concurrent: int = 0
+    _depth: int = 0
 
     def reset(self) -> None:
         self.__init__()
@@ -40,26 +60,64 @@ class Meter:
             requests: int = 1) -> None:
         """One request (or one batch of `requests` run together): prompt tokens, time to first
         token, tokens generated (the first ones included) and the total time."""
-        self.requests += requests
-        self.prompt_tokens += prompt_tokens
+        self._count(prompt_tokens, [ttft_s] * requests, gen_tokens)
+        self.max_concurrent = max(self.max_concurrent, requests)
         self.prefill_s += ttft_s
-        self.ttft_sum += ttft_s * requests
         if gen_tokens > requests:
-            self.gen_tokens += gen_tokens - requests
             self.decode_s += max(total_s - ttft_s, 1e-9)
+        if not self._depth:
+            self.unphased_s += total_s
+
+    def add_concurrent(self, prompt_tokens: int, ttfts: list[float], gen_tokens: int,
+                       prefill_s: float, decode_s: float, concurrent: int) -> None:
+        """Requests decoded side by side: their prompt tokens, each one's time to first token,
+        all tokens generated (first ones included), the wall seconds spent in prefill decodes
+        and in decode steps (each second counted once), and how many ran at most together."""
+        self._count(prompt_tokens, ttfts, gen_tokens)
+        self.max_concurrent = max(self.max_concurrent, concurrent)
+        self.prefill_s += prefill_s
+        self.decode_s += decode_s
+        if not self._depth:
+            self.unphased_s += prefill_s + decode_s
+
+    def _count(self, prompt_tokens: int, ttfts: list[float], gen_tokens: int) -> None:
+        self.requests += len(ttfts)
+        self.prompt_tokens += prompt_tokens
+        self.ttft_sum += sum(ttfts)
+        self.ttft_max = max([self.ttft_max, *ttfts])
+        self.gen_tokens += max(gen_tokens - len(ttfts), 0)
+
+    @contextmanager
+    def phase(self):
+        """Time a generation phase (nested phases count once)."""
+        self._depth += 1
+        t0 = time.perf_counter()
+        try:
+            yield self
+        finally:
+            self._depth -= 1
+            if not self._depth:
+                self.phase_s += time.perf_counter() - t0
 
     def summary(self) -> dict:
         def rate(n, s):
             return round(n / s, 3) if s > 0 and n > 0 else None
+        generated = self.gen_tokens + self.requests
+        gen_wall = self.phase_s + self.unphased_s
         return {
             "prompt_tokens_per_second": rate(self.prompt_tokens, self.prefill_s),
             "generation_tokens_per_second": rate(self.gen_tokens, self.decode_s),
+            "aggregate_generation_tokens_per_second": rate(generated if self.requests else 0,
+                                                           gen_wall),
+            "generation_wall_s": round(gen_wall, 3),
             "time_to_first_token_s": round(self.ttft_sum / self.requests, 4) if self.requests else None,
+            "time_to_first_token_max_s": round(self.ttft_max, 4) if self.requests else None,
+            "max_concurrent_requests": self.max_concurrent,
             "wall_s": round(time.perf_counter() - self.started, 3),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "requests": self.requests,
             "prompt_tokens": self.prompt_tokens,
-            "generated_tokens": self.gen_tokens + self.requests,
+            "generated_tokens": generated,
             "load_s": round(self.load_s, 3),
         }
 

@@ -32,16 +32,20 @@ def _progress_runner(console):
 def run_compare(models: str, tasks: str, backends: str, limit: Optional[int], data: Optional[str],
                 output: Optional[Path], resume: bool, n_threads: Optional[int], console,
                 gen_kwargs: Optional[str] = None, model_args: Optional[list] = None,
-                merged_quant: Optional[str] = "q4_k_m") -> Path:
-    from ..compare import CompareConfig, compare
+                merged_quant: Optional[str] = "q4_k_m", batch_size: Optional[str] = None,
+                reuse_models: Optional[bool] = None) -> Path:
+    from ..compare import CompareConfig, batch_sizes, compare
     from ..report import render
 
+    # None: CompareConfig's default
+    optional = {k: v for k, v in (("batch_size", batch_sizes(batch_size) if batch_size else None),
+                                  ("reuse_models", reuse_models)) if v is not None}
     cfg = CompareConfig(models=models, tasks=[t.strip() for t in tasks.split(",") if t.strip()],
                         backends=[b.strip() for b in backends.split(",") if b.strip()],
                         limit=limit, data=data, output=str(output) if output else None,
                         resume=resume, n_threads=n_threads, gen_kwargs=gen_kwargs,
                         model_args=_parse_backend_args(model_args),
-                        merged_quant=merged_quant)
+                        merged_quant=merged_quant, **optional)
     t0 = time.perf_counter()
     run = compare(cfg, progress=_progress_runner(console))
     render(run, console=console)
@@ -67,6 +71,7 @@ def _parse_backend_args(items) -> dict:
 
 def register(app) -> None:
     from ..cli import console
+    from ..compare import DEFAULT_BATCH_SIZE, CompareConfig
 
     @app.command("compare", rich_help_panel=PANEL)
     def compare_cmd(
@@ -87,10 +92,17 @@ def register(app) -> None:
         merged_quant: str = typer.Option("q4_k_m", help="Merged exports of each adapter to "
                                          "score on llama.cpp besides the LoRA GGUF: q4_k_m, "
                                          "q8_0, f16 (comma-separated) or none."),
+        batch_size: Optional[str] = typer.Option(
+            None, help="Generation batch: N for every backend, or BACKEND:N,... (default "
+            + ",".join(f"{b}:{n}" for b, n in DEFAULT_BATCH_SIZE.items()) + ", others 1)."),
+        reuse_models: Optional[bool] = typer.Option(
+            None, "--reuse-models/--no-reuse-models", help="Load each model once per run and "
+            "switch adapters on it, or load a model for every cell (default: "
+            + ("reuse" if CompareConfig.reuse_models else "no reuse") + ")."),
     ):
         """Base vs tuned models on every backend: metrics, throughput, bootstrap CIs, report."""
         run_compare(models, tasks, backends, limit, data, output, resume, n_threads, console,
-                    gen_kwargs, model_args, merged_quant)
+                    gen_kwargs, model_args, merged_quant, batch_size, reuse_models)
 
     @app.command("report", rich_help_panel=PANEL)
     def report_cmd(run: Path = typer.Argument(..., help="A compare run directory.")):

@@ -6,8 +6,8 @@
 Implements generate_until (greedy or sampled, stop strings, EOS), loglikelihood and
 loglikelihood_rolling, and lm-eval's chat-template hooks with the template stored in the GGUF.
 Greedy requests are decoded `batch_size` at a time on one context (BatchDecoder: continuous
-batching, each sequence with its own KV cache of n_ctx cells; the texts are those of one
-request at a time); sampled ones one at a time. `no_repeat_ngram_generated: N` in a request's
+batching, each sequence with its own KV cache of n_ctx cells; batch_size=1: one at a time,
+as Llama.generate does); sampled ones one at a time. `no_repeat_ngram_generated: N` in a request's
 generation kwargs bans repeating an N-gram of the generated tokens (harness.decoding).
 `set_adapter(path)` switches LoRA adapters on the loaded model. Every generation request is
 timed into harness.backends.throughput.METER.
@@ -176,11 +176,17 @@ class BatchDecoder:
     """Greedy decoding of many requests side by side on one llama.cpp context.
 
     n_seq sequences, each with its own KV stream of n_ctx cells (kv_unified off): a sequence's
-    cells sit where a one-sequence context puts them, so every text equals the one-at-a-time
-    greedy text (tests/test_llama_batch.py). New prompts are prefilled together, up to n_batch
-    tokens per llama_decode; then each step is one llama_decode of one token per active
+    cells sit where a one-sequence context puts them. New prompts are prefilled together, up to
+    n_batch tokens per llama_decode; then each step is one llama_decode of one token per active
     sequence. When a sequence finishes, its cells are freed (llama_memory_seq_rm) and the next
-    request starts in its slot (continuous batching)."""
+    request starts in its slot (continuous batching).
+
+    Same texts as one request at a time when the model's matmuls take the same kernel for one
+    token and for several: so for the bundled SmolLM2 (Q4_1 layers). llama.cpp's CPU backend
+    runs F32/F16/Q8_0/Q5_0/Q4_0 weights through llamafile's tinyBLAS only for two or more
+    tokens (ggml's vec_dot for one), and those sums round differently; with such layers
+    (gemma3-270m's Q5_0, a LoRA's F32 A/B) batched greedy texts part from the one-at-a-time
+    ones at near-ties (tests/test_llama_batch.py measures and prints how often)."""
 
     def __init__(self, llm, n_seq: int, n_ctx: int, eog: set[int], adapter=None):
         import llama_cpp

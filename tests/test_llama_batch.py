@@ -38,9 +38,8 @@ def _repeated_ngrams(tokens: list[int], n: int) -> int:
 
 
 def _partings(lm, contexts) -> list[float]:
-    """Greedy batched vs one at a time: for each prompt whose texts part, how far below the
-    best logit of the one-at-a-time path (its context at the first parting token) the batched
-    choice was."""
+    """Greedy batched vs one at a time: for each prompt whose texts part, how far the batched
+    choice at the first parting token lies below the one-at-a-time path's best logit there."""
     import llama_cpp
     import numpy as np
 
@@ -52,8 +51,10 @@ def _partings(lm, contexts) -> list[float]:
             continue
         k = next((k for k in range(len(toks)) if not one.startswith(
             lm.llm.detokenize(toks[:k + 1]).decode("utf-8", "ignore"))), len(toks))
-        lm.llm.reset()
-        lm.llm.eval(job.prompt + toks[:k])
+        lm.llm.reset()              # the one-at-a-time path: prefill, then token by token
+        lm.llm.eval(job.prompt)
+        for t in toks[:k]:
+            lm.llm.eval([t])
         row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(lm.llm._ctx.ctx, -1),
                                     shape=(lm.llm.n_vocab(),))
         chosen = row[toks[k]] if k < len(toks) else max(row[e] for e in lm.eog)
@@ -153,7 +154,7 @@ def test_16_prompts_batched_equal_one_at_a_time(lm, contexts, reference):
 def test_batched_texts_part_only_at_near_ties(setup, records, lora_gguf):
     """Where llama.cpp's kernels for several tokens and for one differ, batched greedy texts
     part from the one-at-a-time ones: how often is printed; each parting must be a near-tie
-    (the batched choice within 0.5 logits of the best one-at-a-time logit)."""
+    (the batched choice below the best one-at-a-time logit, by less than 0.5)."""
     from harness.generate import review_context
 
     name = "gemma3-270m" if setup == "gemma3-270m" else NAME
@@ -163,7 +164,7 @@ def test_batched_texts_part_only_at_near_ties(setup, records, lora_gguf):
     gaps = _partings(lm, contexts)
     print(f"\n{setup}: batched (batch_size {BATCH}) vs one-at-a-time greedy, {N_TOKENS} tokens: "
           f"{len(gaps)}/{len(contexts)} texts part; logit gap at each parting: {gaps}")
-    assert all(g < 0.5 for g in gaps), gaps
+    assert all(0 < g < 0.5 for g in gaps), gaps
 
 
 def test_sampled_requests_keep_the_sequential_path(lm, contexts):

@@ -51,14 +51,15 @@ def review_context(lm, prompt: str) -> str:
 
 # --- products in ---------------------------------------------------------------------------------
 def _product_of(obj, where: str) -> dict:
-    """A product dict, or a task record holding one under "product"."""
+    """A product dict, or a task record holding one under "product", checked against the
+    product schema (harness.schema: wrong types are one error naming the field)."""
+    from .schema import validate_product
+
     product = obj.get("product", obj) if isinstance(obj, dict) else None
     if not isinstance(product, dict):
         raise HarnessError(f"{where}: expected a product JSON object (or a record with "
                            f"\"product\"), got {type(obj).__name__}")
-    if not isinstance(product.get("title"), str) or not product["title"].strip():
-        raise HarnessError(f"{where}: product has no \"title\" string")
-    return product
+    return validate_product(product, where)
 
 
 def parse_products(text: str, source: str = "<stdin>") -> list[tuple[str, dict]]:
@@ -130,25 +131,99 @@ def generate_reviews(model: str, products: Iterable[tuple[str, dict]], *,
                      temperature: float = 0.0, seed: int = 0, n_ctx: int = 2048,
                      n_threads: int | None = None,
                      on_text: Callable[[str, str], None] | None = None,
+                     on_warning: Callable[[str], None] | None = None,
                      lm=None) -> Iterator[dict]:
     """One dict per product: id, review, token counts, prefill and generation tokens/s.
     on_text(id, piece) streams each review as it is written. Greedy unless temperature > 0
-    (then `seed` makes it repeatable)."""
+    (then `seed` makes it repeatable).
+
+    A prompt that does not leave max_tokens of the context free is trimmed (product fields,
+    then features: harness.prompts.fit_review_prompt), never cut from the front; the row's
+    "trimmed" lists what was dropped and on_warning gets one line. A product whose title alone
+    does not fit is a HarnessError."""
     from .backends.throughput import METER
-    from .prompts import review_prompt
+    from .prompts import fit_review_prompt, trim_note
 
     lm = lm or open_model(model, lora, n_ctx=n_ctx, n_threads=n_threads, seed=seed)
     max_tokens = int(max_tokens or task_generation_kwargs()["max_gen_toks"])
     until = review_stop()
+    budget = int(getattr(lm, "n_ctx", n_ctx)) - max_tokens
+    if budget < 1:
+        raise HarnessError(f"--max-tokens {max_tokens}: leaves no room for a prompt in the "
+                           f"model's context of {budget + max_tokens} tokens")
     for pid, product in products:
+        context, dropped = fit_review_prompt(
+            product, lambda text: len(lm.prompt_tokens(text)) <= budget,
+            render=lambda p: review_context(lm, p), where=f"product {pid}")
+        if dropped and on_warning:
+            on_warning(f"product {pid}: prompt trimmed to fit the context ({budget} tokens "
+                       f"for the prompt, {max_tokens} for the review): dropped "
+                       f"{trim_note(dropped)}")
         before = (METER.prompt_tokens, METER.prefill_s, METER.gen_tokens, METER.decode_s)
-        text = lm.generate_one(review_context(lm, review_prompt(product)), until, max_tokens,
+        text = lm.generate_one(context, until, max_tokens,
                                temperature=temperature, seed=seed if temperature else None,
                                on_text=(lambda piece, pid=pid: on_text(pid, piece))
                                if on_text else None)
         p_tok, p_s, g_tok, g_s = (a - b for a, b in zip(
             (METER.prompt_tokens, METER.prefill_s, METER.gen_tokens, METER.decode_s), before))
-        yield {"id": pid, "review": text.strip(), "prompt_tokens": p_tok,
+        row = {"id": pid, "review": text.strip(), "prompt_tokens": p_tok,
                "generated_tokens": g_tok + 1,
                "prompt_tokens_per_second": round(p_tok / p_s, 2) if p_s > 0 else None,
-               "generation_tokens_per_second": round(g_tok / g_s, 2) if g_s > 0 and g_tok else None}
+               "generation_tokens_per_second": round(g_tok / g_s, 2) if g_s > 0 and g_tok
+               else None}
+        if dropped:
+            row["trimmed"] = dropped
+        yield row
+
+
+class ReviewLog:
+    """`generate --out FILE`: one JSONL line per review, appended and flushed as soon as the
+    review is done, so a crash or a bad product later on loses nothing. Each line carries the
+    settings it was made with (`settings`); rerunning with the same FILE and settings skips
+    the products already there (resume). A file made with other settings is an error, never
+    mixed in. A torn last line (a crash mid-write) is dropped on resume."""
+
+    def __init__(self, path: str | os.PathLike, settings: dict, overwrite: bool = False):
+        from .io import write_jsonl
+
+        self.path, self.settings = Path(path), dict(settings)
+        self.done: dict[str, dict] = {}
+        if self.path.exists() and not overwrite:
+            rows = self._read()
+            other = next((r for r in rows if r.get("settings") != self.settings), None)
+            if other is not None:
+                raise HarnessError(f"{self.path}: holds reviews made with other settings "
+                                   f"({other.get('settings')}); choose another --out or add "
+                                   f"--overwrite")
+            self.done = {str(r["id"]): r for r in rows}
+            write_jsonl(self.path, rows)   # atomically, without a torn last line
+        else:
+            write_jsonl(self.path, [])
+
+    def _read(self) -> list[dict]:
+        rows = []
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise HarnessError(f"{self.path}: cannot read ({e})") from e
+        for lineno, line in enumerate(lines, 1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                if lineno == len(lines):
+                    break   # torn by a crash while it was written
+                raise HarnessError(f"{self.path}:{lineno}: malformed JSON line; not a "
+                                   f"`generate --out` file? choose another --out") from None
+            if not isinstance(row, dict) or "id" not in row:
+                raise HarnessError(f"{self.path}:{lineno}: not a review line (no \"id\"); "
+                                   f"choose another --out")
+            rows.append(row)
+        return rows
+
+    def add(self, row: dict) -> None:
+        row = {**row, "settings": self.settings}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.done[str(row["id"])] = row

@@ -8,7 +8,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 
 class HarnessError(Exception):
@@ -63,9 +63,11 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
     return Path(path)
 
 
-def read_jsonl(path: str | os.PathLike, errors: dict | None = None) -> Iterator[dict]:
+def read_jsonl(path: str | os.PathLike, errors: dict | None = None,
+               check: Callable[[dict, str], dict] | None = None) -> Iterator[dict]:
     """Yield one dict per line. A malformed line raises HarnessError naming file and line,
-    unless `errors` is given: then it is counted there under 'malformed json' and skipped."""
+    unless `errors` is given: then it is counted there under 'malformed json' and skipped.
+    check(row, "FILE:LINE"), when given, returns the row to yield or raises HarnessError."""
     path = Path(path)
     try:
         f = open(path, encoding="utf-8")
@@ -84,7 +86,7 @@ def read_jsonl(path: str | os.PathLike, errors: dict | None = None) -> Iterator[
                     raise HarnessError(f"{path}:{lineno}: malformed JSON line ({e})") from e
                 errors["malformed json"] = errors.get("malformed json", 0) + 1
                 continue
-            yield row
+            yield check(row, f"{path}:{lineno}") if check else row
 
 
 def read_json(path: str | os.PathLike) -> Any:

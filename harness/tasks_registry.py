@@ -15,8 +15,12 @@ TASK_MODULES: list[str] = ["harness.task_prompts"]
 
 
 def read_records(task: str, split: str, data=None) -> list[dict]:
+    """The records of a task split; a record whose product breaks the schema
+    (harness.schema) is one HarnessError naming the file, line and field."""
+    from .schema import validate_record
+
     path = resolve_data_file(task, split, data)
-    rows = list(read_jsonl(path))
+    rows = list(read_jsonl(path, check=lambda row, where: validate_record(row, where, task)))
     if not rows:
         raise HarnessError(f"{path}: no records for task {task!r}, split {split!r}")
     return rows

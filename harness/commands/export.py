@@ -12,6 +12,7 @@ from rich.table import Table
 
 PANEL = "Export"
 console = Console()
+err = Console(stderr=True)
 
 
 def _mb(n: int) -> str:
@@ -106,29 +107,45 @@ def register(app) -> None:
         temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
         seed: int = typer.Option(0, "--seed"),
         threads: Optional[int] = typer.Option(None, "--threads"),
-        out: Optional[Path] = typer.Option(None, "--out", help="Also write the reviews as "
-                                           "JSONL here."),
+        output: Optional[Path] = typer.Option(None, "--output", help="Also write the reviews "
+                                              "as JSONL here, each as soon as it is done; "
+                                              "rerun with the same file to resume."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Start --output afresh "
+                                       "instead of resuming it."),
+        out_alias: Optional[Path] = typer.Option(None, "--out", hidden=True),
     ):
         """Write reviews for products with a GGUF model offline, streamed, with throughput."""
         from ..backends.throughput import METER
-        from ..generate import generate_reviews, open_model, read_products
-        from ..io import write_jsonl
+        from ..generate import ReviewLog, generate_reviews, open_model, read_products
 
-        products = read_products(product)
+        out = output or out_alias
+        products = read_products(product)   # every product checked before the model loads
+        log = None
+        if out is not None:
+            log = ReviewLog(out, {"model": model, "lora": str(lora) if lora else None,
+                                  "max_tokens": max_tokens, "temperature": temperature,
+                                  "seed": seed}, overwrite=overwrite)
+            if log.done:
+                console.print(f"[dim]resuming {out}: {len(log.done)} reviews already there[/]")
+            products = [(pid, p) for pid, p in products if pid not in log.done]
         METER.reset()
         lm = open_model(model, lora, n_threads=threads, seed=seed)
-        rows: list[dict] = []
         started: set[str] = set()
 
         def stream(pid: str, piece: str) -> None:
             if pid not in started:
                 started.add(pid)
-                console.print(f"[bold]{pid}[/] ", end="")
+                console.print(f"[bold]{pid}[/] ", end="", markup=True, highlight=False)
             console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
 
+        def warn(msg: str) -> None:
+            err.print(f"warning: {msg}", style="yellow", markup=False, highlight=False)
+
         for r in generate_reviews(model, products, lora=lora, max_tokens=max_tokens,
-                                  temperature=temperature, seed=seed, lm=lm, on_text=stream):
-            rows.append(r)
+                                  temperature=temperature, seed=seed, lm=lm, on_text=stream,
+                                  on_warning=warn):
+            if log is not None:
+                log.add(r)
             if r["id"] not in started:
                 console.print(f"[bold]{r['id']}[/] [dim](empty review: a stop string came "
                               f"first)[/]", end="")
@@ -145,5 +162,4 @@ def register(app) -> None:
             t.add_row(k, str(s[k]))
         console.print(t)
         if out is not None:
-            write_jsonl(out, rows)
-            console.print(f"reviews: {out}")
+            console.print(f"reviews: {out}", markup=False)

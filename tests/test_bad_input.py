@@ -1,0 +1,170 @@
+"""Bad input gives one clear error line (file, line, field), never a traceback or a silently
+wrong result, and nothing already done is lost (issue #16). The inputs tried and the behaviour
+now are listed in README "Known issues" (bad input table).
+
+Everything runs the real code: the CLI in a subprocess, the bundled SmolLM2 GGUF for generate
+(a few tokens per product)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from harness.io import HarnessError
+from harness.schema import validate_product, validate_record
+
+from _cli import run_cli
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def one_error_line(res, *needles):
+    """exit 2, stderr one `error: ...` line holding every needle, no traceback."""
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    assert "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-2000:]
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+# --- the product schema --------------------------------------------------------------------
+
+@pytest.mark.parametrize("product, field", [
+    ({"title": "Mug", "features": ["Ceramic", None]}, "features[1]"),
+    ({"title": "Mug", "price": [1, 2, 3]}, "price"),
+    ({"title": "Mug", "price": {"amount": "cheap"}}, "price.amount"),
+    ({"title": "Mug", "price": {"amount": True}}, "price.amount"),
+    ({"title": "Mug", "rating": 7}, "rating"),
+    ({"title": "Mug", "rating": float("nan")}, "rating"),
+    ({"title": "Mug", "category": ["Kitchen", 3]}, "category[1]"),
+    ({"title": "Mug", "details": {"Weight": [1]}}, "details.Weight"),
+    ({"title": "Mug", "details": "heavy"}, "details"),
+    ({"title": "Mug", "brand": 5}, "brand"),
+    ({"title": ""}, "title"),
+    ({"title": None}, "title"),
+    ({"brand": "Acme"}, "title"),
+])
+def test_wrong_types_are_one_error_naming_file_line_and_field(product, field):
+    with pytest.raises(HarnessError) as e:
+        validate_product(product, "products.jsonl:3")
+    msg = str(e.value)
+    assert msg.startswith(f"products.jsonl:3: product field {field}:"), msg
+    assert "\n" not in msg
+
+
+def test_safe_coercions():
+    got = validate_product({"title": " Kettle ", "features": "Boils fast",
+                            "category": "Kitchen > Cookware", "price": 12,
+                            "rating": "4.5", "rating_count": "12",
+                            "details": {"Weight": 210, "Volume": 1.5}, "sku": "X1"}, "p")
+    assert got == {"title": "Kettle", "features": ["Boils fast"],   # not characters
+                   "category": ["Kitchen", "Cookware"], "price": {"amount": 12.0},
+                   "rating": 4.5, "rating_count": 12,
+                   "details": {"Weight": "210", "Volume": "1.5"}, "sku": "X1"}
+
+
+def test_demo_records_pass_unchanged():
+    from harness.io import read_jsonl
+    from harness.paths import TASKS_DIR
+
+    for rec in read_jsonl(TASKS_DIR / "product_review" / "demo.jsonl"):
+        assert validate_record(rec, "demo", "product_review") == rec
+
+
+def test_task_loading_names_file_line_and_field(tmp_path):
+    from harness.tasks_registry import read_records
+
+    good = json.loads((__import__("harness.paths").paths.TASKS_DIR / "product_review" /
+                       "demo.jsonl").read_text().splitlines()[0])
+    bad = {**good, "product": {**good["product"], "category": {"a": 1}}}
+    (tmp_path / "test.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(HarnessError, match=r"test.jsonl:2: product field category: "):
+        read_records("product_review", "test", str(tmp_path))
+
+
+# --- harness generate ------------------------------------------------------------------------
+
+def test_generate_rejects_badly_typed_products_before_loading_a_model(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"id": "a", "title": "Kettle"}) + "\n" +
+                 json.dumps({"id": "b", "title": "Mug", "features": ["Ceramic", None]}) + "\n")
+    res = run_cli(["generate", "--product", str(f), "--model", "/nonexistent.gguf"], ENV)
+    one_error_line(res, f"{f}:2", "features[1]", "null")
+
+
+def test_generate_string_fields_are_not_split_into_characters():
+    from harness.generate import parse_products
+    from harness.prompts import review_prompt
+
+    [(_, p)] = parse_products(json.dumps({"title": "Pan", "features": "Non-stick",
+                                          "category": "Kitchen"}), "x")
+    prompt = review_prompt(p)
+    assert '"features": ["Non-stick"]' in prompt and '"category": "Kitchen"' in prompt
+    assert "K > i" not in prompt
+
+
+@pytest.fixture(scope="module")
+def smol_lm():
+    from harness.generate import open_model
+    return open_model("smollm2-135m-instruct", n_ctx=512, n_threads=1)
+
+
+def test_long_prompt_is_trimmed_never_cut_from_the_front(smol_lm):
+    from harness.generate import generate_reviews, review_context
+    from harness.prompts import REVIEW_INSTRUCTION, fit_review_prompt
+
+    product = {"title": "Steel Water Bottle 1 L",
+               "features": [f"Feature number {i} " + "keeps water cold " * 8 for i in range(6)],
+               "details": {f"Detail {i}": "a long value " * 20 for i in range(10)}}
+    warnings: list[str] = []
+    [row] = generate_reviews("smollm2-135m-instruct", [("p1", product)], max_tokens=4,
+                             lm=smol_lm, on_warning=warnings.append)
+    assert row["trimmed"][0] == "details" and row["prompt_tokens"] <= 512 - 4
+    assert len(warnings) == 1 and "dropped details" in warnings[0]
+    ctx, dropped = fit_review_prompt(product, lambda t: len(smol_lm.prompt_tokens(t)) <= 508,
+                                     render=lambda p: review_context(smol_lm, p))
+    assert ctx.startswith("<|im_start|>") and REVIEW_INSTRUCTION in ctx
+    assert "Steel Water Bottle 1 L" in ctx and dropped == row["trimmed"]
+
+
+def test_title_too_long_for_the_context_is_an_error(smol_lm):
+    from harness.generate import generate_reviews
+
+    with pytest.raises(HarnessError, match="product big: the prompt does not fit"):
+        list(generate_reviews("m", [("big", {"title": "Kettle " * 2000})], max_tokens=4,
+                              lm=smol_lm))
+
+
+def test_trim_on_a_rendered_context_for_backends():
+    from harness.prompts import fit_review_context, review_prompt
+
+    ctx = "<s>[INST] " + review_prompt({"title": "Mug", "brand": "Acme",
+                                        "features": ["a" * 50, "b" * 50]}) + " [/INST]"
+    out, dropped = fit_review_context(ctx, lambda t: len(t) <= len(ctx) - 60)
+    assert dropped == ["brand", "features[1]"] and out.startswith("<s>[INST] Write")
+    assert out.endswith("Review: [/INST]")
+
+
+def test_generate_out_is_written_as_it_goes_and_resumes(tmp_path):
+    products = tmp_path / "p.jsonl"
+    ok = [{"id": f"p{i}", "title": f"Kettle model {i}"} for i in range(2)]
+    products.write_text("".join(json.dumps(p) + "\n" for p in
+                                ok + [{"id": "huge", "title": "Kettle " * 3000}]))
+    out = tmp_path / "reviews.jsonl"
+    args = ["generate", "--product", str(products), "--output", str(out), "--max-tokens", "4",
+            "--threads", "1"]
+    one_error_line(run_cli(args, ENV), "product huge", "does not fit")
+    kept = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert [r["id"] for r in kept] == ["p0", "p1"]          # not lost with the bad product
+    products.write_text("".join(json.dumps(p) + "\n" for p in ok + [{"id": "p2",
+                                                                     "title": "Mug"}]))
+    res = run_cli(args, ENV)
+    assert res.returncode == 0, res.stderr
+    assert "2 reviews already there" in " ".join(res.stdout.split())
+    rows = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["p0", "p1", "p2"] and rows[:2] == kept
+    other = run_cli([*args, "--seed", "3", "--temperature", "0.5"], ENV)
+    one_error_line(other, str(out), "other settings", "--overwrite")

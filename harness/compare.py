@@ -412,6 +412,50 @@ def _positive(value, what: str) -> int:
     return n
 
 
+def preflight(cfg: CompareConfig, cells: list[Cell]) -> None:
+    """What the cells need, checked before any model loads or any file is written. Every task
+    known, every split of its data there and valid (harness.schema), each backend installed:
+    else one HarnessError, nothing runs. Each adapter readable, each llama.cpp model file a
+    readable GGUF: else the cells that need it are failed with the reason and not run."""
+    import importlib.util
+
+    from .data import SPLITS
+    from .tasks_registry import read_records, task_names
+
+    known = task_names()
+    for task in cfg.tasks:
+        if task not in known:
+            raise HarnessError(f"unknown task {task!r}; known: {', '.join(known)}")
+        for split in SPLITS:
+            read_records(known[task], split, cfg.data)
+    for b in cfg.backends:
+        module = {"llama-cpp": "llama_cpp", "hf": "transformers", "vllm": "vllm"}.get(b)
+        if module and importlib.util.find_spec(module) is None:
+            raise HarnessError(f"backend {b!r}: the {module} package is not installed here")
+    from .export import read_adapter
+    from .gguf_io import scan_gguf
+    from .models import resolve_gguf
+
+    problems: dict[tuple, str] = {}
+    for c in cells:
+        if c.status != "pending" or c.backend == NO_BACKEND:
+            continue
+        for what, check in ((("adapter", c.adapter), lambda: read_adapter(c.adapter)),
+                            (("gguf", c.model), lambda: scan_gguf(resolve_gguf(c.model)))):
+            if (what[0] == "adapter" and not c.adapter) or \
+                    (what[0] == "gguf" and c.backend != "llama-cpp"):
+                continue
+            if what not in problems:
+                try:
+                    check()
+                    problems[what] = ""
+                except HarnessError as e:
+                    problems[what] = str(e)
+            if problems[what]:
+                c.status, c.reason = "failed", f"not run: {problems[what]}"
+                break
+
+
 def compare(cfg: CompareConfig | None = None, progress=None, **kw) -> Path:
     """Run (or resume) a comparison; returns the run directory. Rendering is done by
     harness.report.render(run_dir) afterwards (the CLI does both)."""
@@ -427,6 +471,7 @@ def compare(cfg: CompareConfig | None = None, progress=None, **kw) -> Path:
     cells = plan(cfg.models, cfg.tasks, cfg.backends, merged_quant=cfg.merged_quant,
                  adapters_dir=Path(cfg.adapters_dir) if cfg.adapters_dir else ADAPTERS_DIR) + \
         reference_cells(cfg.tasks)
+    preflight(cfg, cells)
     data_hashes = {t: data_fingerprint(t, cfg.data) for t in cfg.tasks}
     for c in cells:
         c.key = cell_key(c, data_hashes[c.task], cfg.limit, cfg.gen_kwargs)

@@ -48,9 +48,10 @@ def is_chat_model(model_args: dict) -> bool:
         return get_spec(name).chat
     gguf = model_args.get("gguf_file")
     path = Path(name) / gguf if gguf else Path(name)
-    if path.suffix == ".gguf" and path.is_file():
-        from gguf import GGUFReader
-        return "tokenizer.chat_template" in GGUFReader(str(path)).fields
+    if path.suffix == ".gguf" or path.is_file():
+        from .gguf_io import scan_gguf     # a corrupt or renamed file: one error line
+        from .models import resolve_gguf
+        return "tokenizer.chat_template" in scan_gguf(resolve_gguf(str(path))).kv
     if path.is_dir():
         cfg = path / "tokenizer_config.json"
         return (path / "chat_template.jinja").exists() or (
@@ -124,8 +125,58 @@ def _patch_tracker() -> None:
     loggers.EvaluationTracker = ThroughputTracker
 
 
+# Our spellings (the other harness commands') -> lm-eval's own.
+FLAG_ALIASES = {"--model-args": "--model_args", "--output": "--output_path",
+                "--output-path": "--output_path"}
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    if flag not in argv:
+        return None
+    i = argv.index(flag) + 1
+    if i >= len(argv) or argv[i].startswith("--"):
+        raise HarnessError(f"{flag}: needs a value")
+    return argv[i]
+
+
+def check_argv(argv: list[str]) -> list[str]:
+    """Our flag spellings mapped to lm-eval's (--model-args, --output, --threads N), and the
+    mistakes lm-eval would answer with a traceback reported as one line first."""
+    argv = [FLAG_ALIASES.get(a, a) for a in argv]
+    argv = [a for x in argv for a in ([FLAG_ALIASES[x.split("=", 1)[0]], x.split("=", 1)[1]]
+                                      if "=" in x and x.split("=", 1)[0] in FLAG_ALIASES
+                                      else [x])]
+    if "--threads" in argv:
+        i = argv.index("--threads")
+        n = _flag_value(argv, "--threads")
+        del argv[i:i + 2]
+        margs = _flag_value(argv, "--model_args")
+        if margs is None:
+            argv += ["--model_args", f"n_threads={n}"]
+        else:
+            argv[argv.index("--model_args") + 1] = f"{margs},n_threads={n}"
+    if not any(a in argv for a in ("--tasks", "-t")):
+        raise HarnessError("harness eval: give --tasks (e.g. --model llama-cpp --model_args "
+                           "model=smollm2-135m-instruct --tasks product_review --limit 20); "
+                           "lm-eval's flags: `.venv/bin/lm_eval run --help`")
+    tasks = _flag_value(argv, "--tasks") if "--tasks" in argv else _flag_value(argv, "-t")
+    if not [t for t in tasks.split(",") if t.strip()]:
+        raise HarnessError("--tasks: empty")
+    meta = _flag_value(argv, "--metadata")
+    if meta is not None:
+        try:
+            if not isinstance(json.loads(meta), dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            raise HarnessError(f"--metadata {meta!r}: expected a JSON object such as "
+                               f'\'{{"data": "demo"}}\' ({e})') from None
+    if "--model_args" in argv:
+        parse_model_args(_flag_value(argv, "--model_args"))
+    return argv
+
+
 def prepare_argv(argv: list[str]) -> list[str]:
-    argv = list(argv)
+    argv = check_argv(argv)
     if "--model" in argv:
         i = argv.index("--model") + 1
         argv[i] = MODEL_ALIASES.get(argv[i], argv[i])
@@ -148,17 +199,23 @@ def prepare_argv(argv: list[str]) -> list[str]:
 def run_cli(argv: list[str]) -> None:
     """lm-eval's CLI with our additions; argv are lm-eval's own flags."""
     set_offline_defaults()
+    argv = prepare_argv(argv)      # mistakes in the flags: one line, before lm-eval loads
     _register()
     _patch_tracker()
     _patch_task_timing()
     from lm_eval._cli.harness import HarnessCLI
 
-    argv = prepare_argv(argv)
     old = sys.argv
     sys.argv = ["lm-eval", "run", *argv]
     try:
         cli = HarnessCLI()
         cli.execute(cli.parse_args())
+    except ValueError as e:
+        if "Tasks not found" in str(e) or "no tasks found" in str(e):
+            from .tasks_registry import task_names
+            raise HarnessError(f"--tasks: {e}; this harness's tasks: {', '.join(task_names())} (and "
+                               f"lm-eval's own: `.venv/bin/lm_eval ls tasks`)") from None
+        raise
     finally:
         sys.argv = old
 

@@ -80,10 +80,14 @@ def read_adapter(path: str | os.PathLike, base: str | None = None) -> Adapter:
         raise HarnessError(f"{path}: adapter_model.safetensors missing (pickled .bin adapters "
                            f"are not loaded; save the adapter with safetensors)")
     config = read_json(cfg_file)
+    if not isinstance(config, dict):
+        raise HarnessError(f"{cfg_file}: expected a JSON object, got "
+                           f"{type(config).__name__}")
     if config.get("peft_type", "LORA") != "LORA":
         raise HarnessError(f"{cfg_file}: peft_type {config.get('peft_type')!r} is not LoRA")
     if base is None and (path / "training.json").is_file():
-        base = read_json(path / "training.json").get("base_model")
+        training = read_json(path / "training.json")
+        base = training.get("base_model") if isinstance(training, dict) else None
     base = base or config.get("base_model_name_or_path")
     if not base:
         raise HarnessError(f"{cfg_file}: no base_model_name_or_path; give --base NAME_OR_PATH")
@@ -332,6 +336,7 @@ def export(adapter_path: str | os.PathLike | None, fmt: str = "gguf-lora",
                            f"--quant f16` and pass it with --base FILE.gguf")
     outputs = output_paths(fmt, quants, Path(out) if out else None, adapter, base_model)
     folder = next(iter(outputs.values())).parent
+    created = not folder.exists()
     _writable(folder)
     tokenizer = Path(tokenizer_from) if tokenizer_from else (
         base_model.gguf or Path(base_model.hf[0]))
@@ -367,6 +372,8 @@ def export(adapter_path: str | os.PathLike | None, fmt: str = "gguf-lora",
     finally:
         for p in scratch:
             p.unlink(missing_ok=True)
+        if created and not result.files and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()   # a failed export leaves no empty folder behind
     common = {"format": fmt, "adapter": str(adapter.path) if adapter else None,
               "base_model": base_model.name,
               "base_gguf": str(base_model.gguf) if base_model.gguf else None,

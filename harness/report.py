@@ -61,15 +61,26 @@ def load_run(run: Path) -> tuple[dict, list[dict]]:
         raise HarnessError(f"{run}: not a compare run (no run.json)")
     state = read_json(manifest)
     cells = []
-    for c in state["cells"]:
-        cdir = run / "cells" / c["key"]
+    for i, c in enumerate(state["cells"]):
+        if not isinstance(c, dict) or not {"key", "task", "status"} <= set(c):
+            raise HarnessError(f"{manifest}: cells[{i}] has no key, task or status")
+        cdir = run / "cells" / str(c["key"])
         res_file = cdir / "results.json"
         c = dict(c)
-        if res_file.exists():
+    """The run's manifest and its cells with their saved results. A cell that failed in this
+    run shows as failed with its reason and no numbers, even when its folder still holds a
+    results.json from an earlier run (same key); a cell still pending shows the results
+    written during this run only (the manifest is saved after the cell's results)."""
+        fresh = res_file.exists() and (c["status"] in ("done", "cached") or (
+            c["status"] == "pending"
+            and res_file.stat().st_mtime >= float(state.get("started") or 0)))
+        if fresh:
             c["results"] = read_json(res_file)
             sf = cdir / f"samples_{c['task']}.jsonl"
             c["samples"] = list(read_jsonl(sf)) if sf.exists() else []
-            if c["status"] in ("pending", "failed"):
+            if c["status"] == "pending":
+    if not isinstance(state, dict) or not isinstance(state.get("cells"), list):
+        raise HarnessError(f"{manifest}: not a compare run manifest (no \"cells\" list)")
                 c["status"] = "done"
             if c.get("wall_s") is None:   # a cached cell: its time is in its own results
                 c["wall_s"] = c["results"].get("harness_cell", {}).get("wall_s")

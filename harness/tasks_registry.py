@@ -14,6 +14,14 @@ from .io import HarnessError, read_jsonl
 TASK_MODULES: list[str] = ["harness.task_prompts"]
 
 
+def task_names() -> dict[str, str]:
+    """Every task in tasks/ (a YAML file per task, named after it) -> the task folder, whose
+    data it reads (product_department_gen -> product_department)."""
+    from .paths import TASKS_DIR
+
+    return {p.stem: p.parent.name for p in sorted(TASKS_DIR.glob("*/*.yaml"))}
+
+
 def read_records(task: str, split: str, data=None) -> list[dict]:
     """The records of a task split; a record whose product breaks the schema
     (harness.schema) is one HarnessError naming the file, line and field."""

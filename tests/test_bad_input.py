@@ -168,3 +168,108 @@ def test_generate_out_is_written_as_it_goes_and_resumes(tmp_path):
     assert [r["id"] for r in rows] == ["p0", "p1", "p2"] and rows[:2] == kept
     other = run_cli([*args, "--seed", "3", "--temperature", "0.5"], ENV)
     one_error_line(other, str(out), "other settings", "--overwrite")
+
+
+# --- harness compare / report ----------------------------------------------------------------
+
+def test_compare_checks_data_before_loading_anything(tmp_path):
+    res = run_cli(["compare", "--data", str(tmp_path / "nonexistent"), "--models",
+                   "smollm2-135m-instruct", "--output", str(tmp_path / "run")], ENV)
+    one_error_line(res, str(tmp_path / "nonexistent"), "harness data prepare")
+    assert not (tmp_path / "run").exists()       # nothing written, nothing loaded
+
+
+def test_compare_unknown_task_is_one_line(tmp_path):
+    res = run_cli(["compare", "--tasks", "product_reviw", "--models", "smollm2-135m-instruct",
+                   "--output", str(tmp_path / "run")], ENV)
+    one_error_line(res, "unknown task 'product_reviw'", "product_review")
+
+
+@pytest.fixture(scope="module")
+def failed_run(tmp_path_factory):
+    """A compare run whose one model cell fails (a corrupt GGUF): checked before it loads."""
+    tmp = tmp_path_factory.mktemp("failed-run")
+    (tmp / "bad.gguf").write_bytes(b"GGUFjunk")
+    out = tmp / "run"
+    res = run_cli(["compare", "--models", "smollm2-135m-instruct", "--backends", "llama-cpp",
+                   "--tasks", "product_department", "--data", "demo", "--limit", "1",
+                   "--output", str(out)],
+                  {**ENV, "HARNESS_GGUF_SMOLLM2_135M_INSTRUCT": str(tmp / "bad.gguf")})
+    return out, res
+
+
+def test_compare_exits_nonzero_printing_each_failed_cell(failed_run):
+    out, res = failed_run
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("failed: "))
+    assert "smollm2-135m-instruct · base · llama-cpp · product_department" in line
+    assert "bad.gguf: corrupt or truncated GGUF header" in line
+    state = json.loads((out / "run.json").read_text())
+    assert [c["status"] for c in state["cells"]] == ["failed"]
+
+
+def test_report_never_shows_a_failed_cells_stale_numbers(failed_run):
+    import pandas as pd
+
+    out, _ = failed_run
+    [cell] = json.loads((out / "run.json").read_text())["cells"]
+    stale = out / "cells" / cell["key"] / "results.json"    # left by an earlier run
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text(json.dumps({"results": {"product_department": {"acc,none": 0.987}},
+                                 "throughput": {}}))
+    res = run_cli(["report", str(out)], ENV)
+    assert res.returncode == 0, res.stderr[-2000:]
+    df = pd.read_csv(out / "summary.csv")
+    row = df[df["model"] == "smollm2-135m-instruct"].iloc[0]
+    assert row["status"] == "failed"
+    assert "acc" not in df.columns or pd.isna(row["acc"])
+    assert "0.987" not in (out / "report.md").read_text()
+
+
+def test_report_of_a_manifest_without_cells_is_one_line(tmp_path):
+    (tmp_path / "run.json").write_text(json.dumps({"status": "finished"}))
+    one_error_line(run_cli(["report", str(tmp_path)], ENV), "run.json", "cells")
+
+
+# --- harness eval ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, needles", [
+    ([], ["give --tasks", "lm_eval run --help"]),
+    (["--model", "llama-cpp", "--model_args", "model=BAD", "--tasks", "product_review"],
+     ["BAD", "not a GGUF file"]),
+    (["--model", "llama-cpp", "--model_args", "model=smollm2-135m-instruct", "--tasks",
+      "product_reviw"], ["product_reviw", "product_review"]),
+    (["--model", "llama-cpp", "--model_args", "model=smollm2-135m-instruct", "--tasks",
+      "product_review", "--metadata", "{data: demo}"], ["--metadata", "JSON object"]),
+    (["--model", "llama-cpp", "--model-args", "model=smollm2-135m-instruct,oops", "--tasks",
+      "product_review"], ["--model_args", "'oops' is not key=value"]),
+])
+def test_eval_mistakes_are_one_line(tmp_path, args, needles):
+    bad = tmp_path / "renamed.gguf"
+    bad.write_bytes(b"PK\x03\x04 a zip file, renamed")
+    args = [f"model={bad}" if a == "model=BAD" else a for a in args]
+    one_error_line(run_cli(["eval", *args], ENV), *[str(bad) if n == "BAD" else n
+                                                    for n in needles])
+
+
+# --- harness export ----------------------------------------------------------------------------
+
+def test_export_adapter_config_not_an_object_is_one_line(tmp_path):
+    (tmp_path / "adapter_config.json").write_text("[1, 2]")
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"x")
+    one_error_line(run_cli(["export", str(tmp_path)], ENV), "adapter_config.json",
+                   "expected a JSON object")
+
+
+def test_failed_export_leaves_no_empty_folder(tmp_path):
+    ad = tmp_path / "ad"
+    ad.mkdir()
+    (ad / "adapter_config.json").write_text(json.dumps({
+        "base_model_name_or_path": "smollm2-135m-instruct", "peft_type": "LORA", "r": 8,
+        "lora_alpha": 16, "target_modules": ["q_proj"]}))
+    (ad / "adapter_model.safetensors").write_bytes(b"junk")
+    one_error_line(run_cli(["export", str(ad), "--format", "gguf-lora"], ENV),
+                   "adapter_model.safetensors")
+    assert sorted(p.name for p in ad.iterdir()) == ["adapter_config.json",
+                                                    "adapter_model.safetensors"]

@@ -54,6 +54,30 @@ def run_compare(models: str, tasks: str, backends: str, limit: Optional[int], da
     return run
 
 
+def failed_cells(run: Path) -> list[dict]:
+    from ..io import read_json
+
+    return [c for c in read_json(Path(run) / "run.json").get("cells", [])
+            if c.get("status") == "failed"]
+
+
+def exit_if_failed(run: Path) -> None:
+    """Print each failed cell of a run with its reason (stderr, one line each) and exit 1."""
+    from ..cli import err
+    from ..compare import Cell
+
+    failed = failed_cells(run)
+    for c in failed:
+        label = Cell(**{k: c.get(k) for k in ("model", "variant", "backend", "task",
+                                                "adapter")}).label
+        err.print(f"failed: {label}: {c.get('reason') or 'no reason recorded'}",
+                  style="red", markup=False, highlight=False, soft_wrap=True)
+    if failed:
+        err.print(f"{len(failed)} cell(s) failed; their rows in {run}/report.md show no numbers",
+                  markup=False, highlight=False, soft_wrap=True)
+        raise SystemExit(1)
+
+
 def _parse_backend_args(items) -> dict:
     """["hf:parallelize=True,max_length=4096", "vllm:tensor_parallel_size=4"] ->
     {"hf": {...}, "vllm": {...}}"""
@@ -100,9 +124,13 @@ def register(app) -> None:
             "switch adapters on it, or load a model for every cell (default: "
             + ("reuse" if CompareConfig.reuse_models else "no reuse") + ")."),
     ):
-        """Base vs tuned models on every backend: metrics, throughput, bootstrap CIs, report."""
-        run_compare(models, tasks, backends, limit, data, output, resume, n_threads, console,
-                    gen_kwargs, model_args, merged_quant, batch_size, reuse_models)
+        """Base vs tuned models on every backend: metrics, throughput, bootstrap CIs, report.
+        Data, adapters and model files are checked before anything loads; exit code 1 when a
+        cell failed (each failed cell's reason is printed)."""
+        run = run_compare(models, tasks, backends, limit, data, output, resume, n_threads,
+                          console, gen_kwargs, model_args, merged_quant, batch_size,
+                          reuse_models)
+        exit_if_failed(run)
 
     @app.command("report", rich_help_panel=PANEL)
     def report_cmd(run: Path = typer.Argument(..., help="A compare run directory.")):

@@ -13,8 +13,24 @@ export HF_DATASETS_OFFLINE := 1
 export HF_EVALUATE_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-all demo bench clean-venv
-setup: $(STAMP)
+.PHONY: setup test test-all demo bench clean-venv system-deps
+# After the venv: register tasks/ with the installed lm-eval (stock `lm_eval --tasks
+# product_review` then finds it; harness/lm_eval_tasks.py); cheap and idempotent, so every time.
+setup: system-deps $(STAMP)
+	$(PY) -m harness.lm_eval_tasks
+
+# Debian packages the tests need: Chromium and its driver (tests/test_report_browser.py opens
+# report.html in it). Installed only when missing, `apt-get update` first; root or sudo.
+APT_PACKAGES := chromium chromium-driver
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  command -v apt-get >/dev/null || { echo "need Debian packages: $$missing (no apt-get here)" >&2; exit 1; }; \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "apt-get install $$missing"; \
+	  $$sudo apt-get update -q && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
 
 # Idempotent: re-runs only when pyproject.toml changed. torch goes in first, from the CPU
 # build on this machine's disk; llama-cpp-python builds from source once (pip caches the wheel).

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from .io import HarnessError, write_json
-from .paths import TASKS_DIR
+from .lm_eval_tasks import include_path
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false"}
@@ -180,8 +180,8 @@ def prepare_argv(argv: list[str]) -> list[str]:
     if "--model" in argv:
         i = argv.index("--model") + 1
         argv[i] = MODEL_ALIASES.get(argv[i], argv[i])
-    if "--include_path" not in argv:
-        argv += ["--include_path", str(TASKS_DIR)]
+    if "--include_path" not in argv and (inc := include_path()):
+        argv += ["--include_path", inc]   # none when set-up registered tasks/ with lm-eval
     if "--apply_chat_template" not in argv and "--no_chat_template" not in argv:
         margs = parse_model_args(argv[argv.index("--model_args") + 1]) if "--model_args" in argv \
             else {}
@@ -257,7 +257,7 @@ def evaluate(model, model_args: str | dict, tasks: list[str], *, limit: int | No
         apply_chat_template = is_chat_model(margs)
     METER.reset()
     MetricClock.reset()
-    tm = TaskManager(include_path=str(TASKS_DIR), metadata=metadata or {})
+    tm = TaskManager(include_path=include_path(), metadata=metadata or {})
     if isinstance(model, str):
         model = MODEL_ALIASES.get(model, model)
     res = simple_evaluate(model=model, model_args=margs, tasks=tasks,

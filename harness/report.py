@@ -29,6 +29,14 @@ KEY_METRICS = {"product_review": ("hallucination_rate", "contradiction", "bits_p
                "product_department": ("acc", "f1"), "product_department_gen": ("exact_match", "f1"),
                "product_aisle": ("acc", "f1"),
                "product_nextitem": ("hit@1", "hit@10", "ndcg@10", "mrr")}
+# The key-metric table at the top of report.md / report.html (at most ~10 columns): the task's
+# own primary metrics, then its speed (KEY_SPEED: the first throughput column any row has).
+KEY_TABLE = {"product_review": ("hallucination_rate", "relevance_product", "rouge_l",
+                                "bits_per_byte", "degenerate"),
+             "product_department": ("acc", "f1"), "product_department_gen": ("exact_match", "f1"),
+             "product_aisle": ("acc", "f1"), "product_aisle_gen": ("exact_match", "f1"),
+             "product_nextitem": ("hit@1", "hit@10", "mrr")}
+KEY_SPEED = ("generation_tokens_per_second", "prompt_tokens_per_second")
 SHORT = {"prompt_tokens_per_second": "prompt t/s", "generation_tokens_per_second": "gen t/s",
          "time_to_first_token_s": "TTFT s", "peak_rss_mb": "RSS MB", "hallucination_rate": "halluc",
          "contradiction": "contra", "bits_per_byte": "bpb", "relevance_product": "rel prod",
@@ -37,13 +45,14 @@ SHORT = {"prompt_tokens_per_second": "prompt t/s", "generation_tokens_per_second
          "degenerate": "degen", "smollm2-135m-instruct": "smollm2-135m", "llama2-7b-chat": "llama2-7b",
          "mistral-7b-instruct": "mistral-7b", "tuned-merged-q4_k_m": "tuned-q4km",
          "tuned-merged-q8_0": "tuned-q8", "tuned-merged-f16": "tuned-f16"}
-LOWER_IS_BETTER = {"hallucination_rate", "contradiction", "bits_per_byte", "repeated_3gram_rate",
-                   "degenerate", "unsupported", "contradicted", "time_to_first_token_s",
-                   "peak_rss_mb", "wall_s", "perplexity", "word_perplexity", "byte_perplexity",
-                   "hallucination_claims", "degenerate_cutoff", "degenerate_echo",
-                   "degenerate_empty", "degenerate_loop"}
-# counts and lengths with no better direction: a diff is reported as higher / lower
+# Which way is better comes from the results: lm-eval writes each task's `higher_is_better`
+# (from the task YAML's metric_list) into every results.json; directions() collects them.
+# Counts and lengths have no better direction (lm-eval still needs a bool for them): a diff is
+# reported as higher / lower. The run's own resource columns are not lm-eval metrics:
+# *_per_second is higher-better, the times and memory below lower-better.
 NEUTRAL = {"claims_found", "length_words", "end_bits", "cell_wall_s"}
+RESOURCE_LOWER = {"time_to_first_token_s", "peak_rss_mb", "wall_s", "cell_peak_rss_mb",
+                  "metric_s"}
 # The human reference row (harness.compare.run_reference_cell): the reference reviews scored
 # as a cell. Tuned models are placed against its mean on these metrics (fluency, length,
 # coverage): did tuning move them toward the human reference or away from it?
@@ -55,11 +64,17 @@ TOWARD_REFERENCE = ("bits_per_byte", "fluency_score", "distinct_2", "length_word
 # --- loading -------------------------------------------------------------------------------
 
 def load_run(run: Path) -> tuple[dict, list[dict]]:
+    """The run's manifest and its cells with their saved results. A cell that failed in this
+    run shows as failed with its reason and no numbers, even when its folder still holds a
+    results.json from an earlier run (same key); a cell still pending shows the results
+    written during this run only (the manifest is saved after the cell's results)."""
     run = Path(run)
     manifest = run / "run.json"
     if not manifest.exists():
         raise HarnessError(f"{run}: not a compare run (no run.json)")
     state = read_json(manifest)
+    if not isinstance(state, dict) or not isinstance(state.get("cells"), list):
+        raise HarnessError(f"{manifest}: not a compare run manifest (no \"cells\" list)")
     cells = []
     for i, c in enumerate(state["cells"]):
         if not isinstance(c, dict) or not {"key", "task", "status"} <= set(c):
@@ -67,10 +82,6 @@ def load_run(run: Path) -> tuple[dict, list[dict]]:
         cdir = run / "cells" / str(c["key"])
         res_file = cdir / "results.json"
         c = dict(c)
-    """The run's manifest and its cells with their saved results. A cell that failed in this
-    run shows as failed with its reason and no numbers, even when its folder still holds a
-    results.json from an earlier run (same key); a cell still pending shows the results
-    written during this run only (the manifest is saved after the cell's results)."""
         fresh = res_file.exists() and (c["status"] in ("done", "cached") or (
             c["status"] == "pending"
             and res_file.stat().st_mtime >= float(state.get("started") or 0)))
@@ -79,8 +90,6 @@ def load_run(run: Path) -> tuple[dict, list[dict]]:
             sf = cdir / f"samples_{c['task']}.jsonl"
             c["samples"] = list(read_jsonl(sf)) if sf.exists() else []
             if c["status"] == "pending":
-    if not isinstance(state, dict) or not isinstance(state.get("cells"), list):
-        raise HarnessError(f"{manifest}: not a compare run manifest (no \"cells\" list)")
                 c["status"] = "done"
             if c.get("wall_s") is None:   # a cached cell: its time is in its own results
                 c["wall_s"] = c["results"].get("harness_cell", {}).get("wall_s")
@@ -96,6 +105,30 @@ def _metrics_of(cell: dict) -> dict:
             continue
         out[k.split(",")[0]] = float(v)
     return out
+
+
+def directions(cells: list[dict]) -> dict[str, bool]:
+    """metric -> higher is better, as lm-eval wrote it into each cell's results
+    (`higher_is_better`, per task, from the task YAML)."""
+    out: dict[str, bool] = {}
+    for c in cells:
+        hib = (c.get("results") or {}).get("higher_is_better") or {}
+        for m, v in (hib.get(c["task"]) or {}).items():
+            if isinstance(v, bool):
+                out.setdefault(m, v)
+    return out
+
+
+def higher_is_better(metric: str, dirs: dict[str, bool]) -> bool | None:
+    """True / False, or None when the metric has no better direction (counts, lengths) or
+    none is known."""
+    if metric in NEUTRAL:
+        return None
+    if metric in dirs:
+        return dirs[metric]
+    if metric.endswith("_per_second"):
+        return True
+    return False if metric in RESOURCE_LOWER else None
 
 
 def _per_sample(cell: dict, metric: str) -> dict:
@@ -154,6 +187,7 @@ def comparisons(cells: list[dict], n_boot: int = 2000, seed: int = 0) -> list[di
     """Tuned minus base, per metric, on the same documents, with paired bootstrap 95% CIs."""
     base = {(c["model"], c["backend"], c["task"]): c for c in cells
             if c["variant"] == "base" and c.get("samples")}
+    dirs = directions(cells)
     out = []
     for c in cells:
         if c["variant"] == "base" or not c.get("samples"):
@@ -176,18 +210,17 @@ def comparisons(cells: list[dict], n_boot: int = 2000, seed: int = 0) -> list[di
                         "tuned": float(np.mean([xt[i] for i in ids])),
                         "diff": st["diff"], "lo": st["lo"], "hi": st["hi"],
                         "p_value": st.get("p_value"), "n": len(ids),
-                        "better": _better(metric, st)})
+                        "better": _better(higher_is_better(metric, dirs), st)})
     return out
 
 
-def _better(metric: str, st: dict) -> str:
-    lower = metric in LOWER_IS_BETTER
-    if metric in NEUTRAL:
-        return "higher" if st["lo"] > 0 else "lower" if st["hi"] < 0 else "no significant change"
+def _better(higher: bool | None, st: dict) -> str:
+    """The paired-bootstrap verdict in words: better / worse when the CI excludes zero and the
+    metric has a direction, higher / lower when it has none."""
     if st["lo"] > 0:
-        return "worse" if lower else "better"
+        return "higher" if higher is None else "better" if higher else "worse"
     if st["hi"] < 0:
-        return "better" if lower else "worse"
+        return "lower" if higher is None else "worse" if higher else "better"
     return "no significant change"
 
 
@@ -203,6 +236,7 @@ def sample_diffs(cells: list[dict], k: int = 3) -> list[dict]:
     with the base and tuned outputs side by side."""
     base = {(c["model"], c["backend"], c["task"]): c for c in cells
             if c["variant"] == "base" and c.get("samples")}
+    dirs = directions(cells)
     out = []
     for c in cells:
         b = base.get((c["model"], c["backend"], c["task"]))
@@ -217,7 +251,7 @@ def sample_diffs(cells: list[dict], k: int = 3) -> list[dict]:
                 break
         else:
             continue
-        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+        sign = -1.0 if higher_is_better(metric, dirs) is False else 1.0
         bs = {s["doc_id"]: s for s in b["samples"]}
         ts = {s["doc_id"]: s for s in c["samples"]}
         diffs = sorted(((sign * (xt[i] - xb[i]), i) for i in set(xb) & set(xt)))
@@ -325,6 +359,7 @@ def plots(cells: list[dict], rows: list[dict], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     made = []
+    dirs = directions(cells)
     done = [c for c in cells if c.get("samples")]
     for task in sorted({c["task"] for c in done}):
         tc = [c for c in done if c["task"] == task]
@@ -352,7 +387,8 @@ def plots(cells: list[dict], rows: list[dict], out: Path) -> list[Path]:
             ax.bar(range(len(tc)), means, yerr=errs, capsize=3,
                    color=["#999999" if _is_reference(c) else "#4c72b0" if c["variant"] == "base"
                           else "#dd8452" for c in tc])
-            ax.set_title(m + (" (lower better)" if m in LOWER_IS_BETTER else ""), fontsize=9)
+            ax.set_title(m + (" (lower better)" if higher_is_better(m, dirs) is False else ""),
+                         fontsize=9)
             ax.set_xticks(range(len(tc)), labels, fontsize=6, rotation=60, ha="right")
         fig.suptitle(f"{task}: mean per metric, 95% bootstrap CI (blue base, orange tuned, "
                      f"grey human reference)", fontsize=10)
@@ -374,7 +410,8 @@ def plots(cells: list[dict], rows: list[dict], out: Path) -> list[Path]:
                            color="#4c72b0" if r["variant"] == "base" else "#dd8452")
                 ax.annotate(f"{r['model']} {r['variant']} {r['backend']}", (x, y), fontsize=6)
             ax.set_xlabel("generation tokens/s (CPU)")
-            ax.set_ylabel(prim + (" (lower better)" if prim in LOWER_IS_BETTER else ""))
+            ax.set_ylabel(prim + (" (lower better)" if higher_is_better(prim, dirs) is False
+                                  else ""))
             ax.set_title(f"{task}: quality vs speed (circle llama.cpp, square transformers)",
                          fontsize=9)
             fig.tight_layout()
@@ -448,17 +485,159 @@ def _table_cols(rows: list[dict]) -> list[str]:
             "peak_rss_mb", "cell_peak_rss_mb", "cell_wall_s", "metric_s"]
 
 
-def _best(rows: list[dict], col: str):
+def _best(rows: list[dict], col: str, dirs: dict[str, bool]):
     vals = [r.get(col) for r in rows if isinstance(r.get(col), (int, float))
             and not r["model"].startswith("baseline:") and not _is_reference(r)]
-    if len(vals) < 2 or col in ("n", "cell_wall_s", *CELL_COLS):
+    higher = higher_is_better(col, dirs)
+    if len(vals) < 2 or higher is None or col in ("n", "cell_wall_s", *CELL_COLS):
         return None
-    lower = col in LOWER_IS_BETTER
-    return min(vals) if lower else max(vals)
+    return max(vals) if higher else min(vals)
 
 
-def markdown(state: dict, rows, comps, diffs, pngs, shifts=()) -> str:
+def _is_llm(row: dict) -> bool:
+    return not row["model"].startswith("baseline:") and not _is_reference(row)
+
+
+def verdicts(rows: list[dict], comps: list[dict]) -> list[dict]:
+    """Per tuned variant, backend and task: tuned against its base in words, from
+    comparisons(). A metric is improved / regressed only when its paired bootstrap 95% CI
+    excludes zero, in the direction the results' higher_is_better gives it; `overall` judges
+    the task's primary metrics (PRIMARY): better, worse, mixed or no significant difference."""
+    groups: dict[tuple, list[dict]] = {}
+    for c in comps:
+        groups.setdefault((c["model"], c["variant"], c["adapter"], c["backend"], c["task"]),
+                          []).append(c)
+    by_row = {(r["model"], r["variant"], r.get("adapter") or "", r["backend"], r["task"]): r
+              for r in rows}
+    out = []
+    for (model, variant, adapter, backend, task), cs in groups.items():
+        present = {c["metric"] for c in cs}
+        prim = [m for m in PRIMARY.get(task, ()) if m in present]
+        rank = {m: i for i, m in enumerate(prim)}
+        cs = sorted(cs, key=lambda c: (rank.get(c["metric"], len(rank)), c["metric"]))
+        kinds = {k: [c["metric"] for c in cs if c["better"] in v] for k, v in (
+            ("improved", ("better",)), ("regressed", ("worse",)),
+            ("changed", ("higher", "lower")), ("unchanged", ("no significant change",)))}
+        up, down = set(kinds["improved"]) & set(prim), set(kinds["regressed"]) & set(prim)
+        overall = "mixed" if up and down else "better" if up else "worse" if down else \
+            "no significant difference"
+        base_row = by_row.get((model, "base", "", backend, task), {})
+        tuned_row = by_row.get((model, variant, adapter, backend, task), {})
+        out.append({"model": model, "variant": variant, "adapter": adapter, "backend": backend,
+                    "task": task, "n": max(c["n"] for c in cs), "overall": overall,
+                    "primary": prim, **kinds,
+                    "speed": {k: [base_row.get(k), tuned_row.get(k)]
+                              for k in ("generation_tokens_per_second", "peak_rss_mb")}})
+    return out
+
+
+def _comp_words(c: dict) -> str:
+    return (f"{c['metric']} {c['base']:.3g} → {c['tuned']:.3g} ({c['diff']:+.3g}, "
+            f"95% CI [{c['lo']:+.3g}, {c['hi']:+.3g}])")
+
+
+def _verdict_md(rows: list[dict], comps: list[dict], verdict: list[dict]) -> list[str]:
+    by_key = {(c["model"], c["variant"], c["adapter"], c["backend"], c["task"], c["metric"]): c
+              for c in comps}
+    prim = {t: ", ".join(PRIMARY[t]) for t in sorted({v["task"] for v in verdict})
+            if t in PRIMARY}
+    lines = ["## Verdict", ""]
+    if verdict:
+        lines += ["Each tuned model against its base model on the same test documents "
+                  "(tuned − base, paired bootstrap 95% CI). A metric counts as improved or "
+                  "regressed only when its CI excludes zero, in the direction the results' "
+                  "`higher_is_better` gives it; the overall word judges the task's primary "
+                  "metrics (" + "; ".join(f"{t}: {m}" for t, m in prim.items()) + ").", ""]
+    models = list(dict.fromkeys(r["model"] for r in rows if _is_llm(r)))
+    for model in models:
+        mine = [v for v in verdict if v["model"] == model]
+        mrows = [r for r in rows if r["model"] == model]
+        if all(r.get("status") == "unavailable" for r in mrows):
+            continue
+        lines += [f"### {model}", ""]
+        if not mine:
+            tuned = [r for r in mrows if r["variant"] != "base"]
+            lines += ["- no verdict: " + (
+                "its tuned cells have no result to compare (failed or no per-document "
+                "samples)" if tuned else "base only, no tuned variant in this run") + ".", ""]
+            continue
+        for v in mine:
+            key = (v["model"], v["variant"], v["adapter"], v["backend"], v["task"])
+            words = {k: [_comp_words(by_key[(*key, m)]) for m in v[k]]
+                     for k in ("improved", "regressed", "changed")}
+            lines.append(f"- **{v['variant']}**" + (f" (`{v['adapter']}`)" if v["adapter"]
+                                                     else "") +
+                         f" vs base, {v['backend']}, {v['task']}, {v['n']} documents: "
+                         f"**{v['overall']}** on the primary metrics.")
+            lines += [f"  - {label}: " + "; ".join(words[k]) + "." for k, label in (
+                ("improved", "improved"), ("regressed", "regressed"),
+                ("changed", "changed (no better direction)")) if words[k]]
+            same_p = [m for m in v["unchanged"] if m in v["primary"]]
+            rest = len(v["unchanged"]) - len(same_p)
+            if v["unchanged"]:
+                lines.append("  - no significant change: " + "; ".join(
+                    f"{m} ({by_key[(*key, m)]['diff']:+.3g}, 95% CI "
+                    f"[{by_key[(*key, m)]['lo']:+.3g}, {by_key[(*key, m)]['hi']:+.3g}])"
+                    for m in same_p) + (" and " if same_p and rest else "") +
+                    (f"{rest} other metric{'s' * (rest != 1)}" if rest else "") + ".")
+            (gb, gt), (mb, mt) = (v["speed"][k] for k in ("generation_tokens_per_second",
+                                                          "peak_rss_mb"))
+            if gb is not None and gt is not None:
+                lines.append(f"  - speed: {gb:.3g} → {gt:.3g} generated tokens/s"
+                             + (f", peak RSS {mb:.0f} → {mt:.0f} MB" if mb and mt else "")
+                             + " (one measurement each, no CI).")
+            if v["n"] < 10:
+                lines.append(f"  - only {v['n']} documents: the CIs are wide; read this as a "
+                             f"smoke test, not a measurement.")
+        lines.append("")
+    un = sorted({r["model"] for r in rows if r.get("status") == "unavailable"} -
+                {r["model"] for r in rows if r.get("status") != "unavailable"})
+    if un:
+        lines += [f"Not run: {', '.join(un)} (no weights here; how to enable them is under "
+                  f"\"Unavailable models\" below).", ""]
+    failed = [r for r in rows if r.get("status") == "failed"]
+    if failed:
+        lines += [f"{len(failed)} cell{'s' * (len(failed) != 1)} failed (reasons under "
+                  f"\"Failed cells\" below): no numbers from them.", ""]
+    return lines
+
+
+def _key_cols(task: str, tr: list[dict]) -> list[str]:
+    present = {k for r in tr for k, v in r.items() if isinstance(v, (int, float))}
+    metrics = [m for m in KEY_TABLE.get(task, PRIMARY.get(task, ())) if m in present]
+    if not metrics:
+        metrics = [c for c in _table_cols(tr) if c in present and c not in THROUGHPUT
+                   and c not in ("n", "cell_wall_s", *CELL_COLS)][:5]
+    speed = next(([k] for k in KEY_SPEED if k in present), [])
+    return ["model", "variant", "backend", "n", *metrics, *speed]
+
+
+def _table_md(tr: list[dict], cols: list[str], dirs: dict[str, bool], arrows=False) -> list[str]:
+    """A Markdown table; `arrows` (the key table): ↓ on lower-is-better columns, short
+    throughput names."""
+    head = [(SHORT.get(c, c) if c in THROUGHPUT else c) +
+            (" ↓" if higher_is_better(c, dirs) is False else "") if arrows else c for c in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
+    best = {c: _best(tr, c, dirs) for c in cols}
+    for r in tr:
+        cells = []
+        for c in cols:
+            s = _fmt(r.get(c))
+            if s and _is_llm(r) and best[c] is not None and r.get(c) == best[c]:
+                s = f"**{s}**"
+            cells.append(s.replace("|", "\\|"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def markdown(state: dict, rows, comps, diffs, pngs, shifts=(), dirs=None,
+             verdict=None) -> str:
+    """report.md: the verdict first, then a key-metric table per task, then per task the full
+    table and the statistics; unavailable models (each once), failed cells, plots."""
+    dirs = dirs or {}
+    verdict = verdicts(rows, comps) if verdict is None else verdict
     cfg = state.get("config", {})
+    tasks = sorted({r["task"] for r in rows})
     lines = ["# Comparison report", "",
              f"Command: `harness compare --models {_models_arg(cfg)} --tasks "
              f"{','.join(cfg.get('tasks', []))} --backends {','.join(cfg.get('backends', []))}"
@@ -466,24 +645,24 @@ def markdown(state: dict, rows, comps, diffs, pngs, shifts=()) -> str:
              + (f" --data {cfg['data']}" if cfg.get("data") else "") + "`", "",
              f"Wall time of this invocation: {state.get('wall_s', 'unfinished')} s (a resumed "
              f"run counts only the cells it ran); model time of all cells: "
-             f"{sum(r.get('cell_wall_s') or 0 for r in rows):.1f} s. Bold = best in column "
-             f"(among LLM rows). Throughput is measured on this machine's CPU.", ""]
-    for task in sorted({r["task"] for r in rows}):
+             f"{sum(r.get('cell_wall_s') or 0 for r in rows):.1f} s. Throughput is measured on "
+             f"this machine's CPU.", ""]
+    lines += _verdict_md(rows, comps, verdict)
+    lines += ["## Key metrics", "",
+              "Per task: its primary metrics and speed (↓ lower is better; bold = best in "
+              "column among the LLM rows). Every metric is in the full tables further down.",
+              ""]
+    for task in tasks:
+        tr = [r for r in rows if r["task"] == task and r.get("status") in ("done", "cached")]
+        if tr:
+            lines += [f"### {task}: key metrics", ""] + _table_md(tr, _key_cols(task, tr), dirs,
+                                                                  arrows=True)
+    for task in tasks:
         tr = [r for r in rows if r["task"] == task]
         cols = [c for c in _table_cols(tr) if any(r.get(c) not in (None, "") for r in tr)]
-        lines += [f"## {task}", "", "| " + " | ".join(cols) + " |",
-                  "|" + "---|" * len(cols)]
-        for r in tr:
-            cells = []
-            for c in cols:
-                s = _fmt(r.get(c))
-                if r.get("status") == "unavailable" and c == "status":
-                    s = f"unavailable: {r.get('reason', '')}"
-                if s and _best(tr, c) is not None and r.get(c) == _best(tr, c):
-                    s = f"**{s}**"
-                cells.append(s.replace("|", "\\|"))
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += [f"## {task}", "", "All metrics (bold = best in column among the LLM rows; "
+                  "directions from the results' higher_is_better).", ""]
+        lines += _table_md(tr, cols, dirs)
         if any(_is_reference(r) for r in tr):
             lines += [f"Row `{REFERENCE_MODEL} · {REFERENCE_VARIANT}`: the human reference "
                       f"reviews of the same products, scored with the same metrics (no model, "
@@ -525,18 +704,30 @@ def markdown(state: dict, rows, comps, diffs, pngs, shifts=()) -> str:
                           f"  - base: {d['base_output'][:400]!r}",
                           f"  - tuned: {d['tuned_output'][:400]!r}"]
             lines.append("")
-    unavailable = [r for r in rows if r.get("status") == "unavailable"]
-    if unavailable:
-        lines += ["## Unavailable models", ""]
-        for m in sorted({(r["model"], r["reason"]) for r in unavailable}):
-            lines.append(f"- `{m[0]}`: {m[1]}")
-        lines.append("")
+    lines += _unavailable_md(rows)
     failed = [r for r in rows if r.get("status") == "failed"]
     if failed:
         lines += ["## Failed cells", ""] + [f"- {r['model']} {r['variant']} {r['backend']} "
                                              f"{r['task']}: {r['reason']}" for r in failed] + [""]
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs] + [""]
     return "\n".join(lines)
+
+
+def _unavailable_md(rows: list[dict]) -> list[str]:
+    """Each unavailable model once, with the backends it is missing on and how to enable it."""
+    un: dict[str, dict[str, list[str]]] = {}
+    for r in rows:
+        if r.get("status") == "unavailable":
+            backends = un.setdefault(r["model"], {}).setdefault(r.get("reason") or "", [])
+            if r["backend"] not in backends:
+                backends.append(r["backend"])
+    if not un:
+        return []
+    lines = ["## Unavailable models", ""]
+    for model, reasons in sorted(un.items()):
+        for why, backends in reasons.items():
+            lines.append(f"- `{model}` ({', '.join(backends)}): {why}")
+    return lines + [""]
 
 
 def _models_arg(cfg: dict) -> str:
@@ -552,8 +743,9 @@ def html_report(md_rows_html: str, pngs: list[Path], title: str) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}}
 table{{border-collapse:collapse;font-size:12px;margin:1em 0}}td,th{{border:1px solid #ccc;
-padding:3px 6px}}th{{background:#eee}}b{{color:#0a6}}img{{max-width:100%}}
-code{{background:#f4f4f4}}figure{{margin:1em 0}}</style></head><body>{md_rows_html}{imgs}
+padding:3px 6px}}th{{background:#eee}}td b{{color:#0a6}}img{{max-width:100%}}
+code{{background:#f4f4f4}}.tw{{overflow-x:auto}}figure{{margin:1em 0}}</style></head><body>
+{md_rows_html}{imgs}
 </body></html>"""
 
 
@@ -561,7 +753,7 @@ def _md_to_html(md: str) -> str:
     """Just enough Markdown for our own report: headings, tables, lists, bold, code."""
     import re
 
-    out, in_table = [], False
+    out, in_table, seen = [], False, {}
     for line in md.splitlines():
         esc = html.escape(line)
         esc = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", esc)
@@ -572,26 +764,31 @@ def _md_to_html(md: str) -> str:
             if set(line.replace("|", "").strip()) <= {"-"}:
                 continue
             if not in_table:
-                out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in cells) + "</tr>")
+                out.append("<div class='tw'><table><tr>" +
+                           "".join(f"<th>{c}</th>" for c in cells) + "</tr>")
                 in_table = True
             else:
                 out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
             continue
         if in_table:
-            out.append("</table>")
+            out.append("</table></div>")
             in_table = False
         if line.startswith("!["):
             continue  # images are embedded separately
         m = re.match(r"^(#+) (.*)", esc)
         if m:
-            out.append(f"<h{len(m.group(1))}>{m.group(2)}</h{len(m.group(1))}>")
+            slug = re.sub(r"[^a-z0-9]+", "-", re.sub(r"<[^>]+>", "", m.group(2)).lower())
+            slug = slug.strip("-") or "section"
+            seen[slug] = seen.get(slug, 0) + 1   # ids stay unique: "-2", "-3" on repeats
+            slug += f"-{seen[slug]}" if seen[slug] > 1 else ""
+            out.append(f"<h{len(m.group(1))} id='{slug}'>{m.group(2)}</h{len(m.group(1))}>")
         elif line.strip().startswith("- "):
             out.append(f"<div style='margin-left:{(len(line) - len(line.lstrip())) * 8}px'>• "
                        f"{esc.strip()[2:]}</div>")
         elif esc.strip():
             out.append(f"<p>{esc}</p>")
     if in_table:
-        out.append("</table>")
+        out.append("</table></div>")
     return "\n".join(out)
 
 
@@ -608,27 +805,35 @@ def render(run: Path, console=None) -> dict:
     comps = comparisons(cells)
     diffs = sample_diffs(cells)
     shifts = reference_shift(cells, comps)
+    dirs = directions(cells)
+    verdict = verdicts(rows, comps)
     df = pd.DataFrame(rows)
     from .io import atomic_path
     with atomic_path(run / "summary.csv") as tmp:
         df.to_csv(tmp, index=False)
     write_json(run / "summary.json", {"rows": rows, "comparisons": comps, "sample_diffs": diffs,
-                                      "reference_shift": shifts, "config": cfg,
+                                      "reference_shift": shifts, "verdicts": verdict,
+                                      "higher_is_better": dirs, "config": cfg,
                                       "wall_s": state.get("wall_s")})
     pngs = plots(cells, rows, run)
-    md = markdown(state, rows, comps, diffs, pngs, shifts)
+    md = markdown(state, rows, comps, diffs, pngs, shifts, dirs, verdict)
     write_text(run / "report.md", md)
     write_text(run / "report.html", html_report(_md_to_html(md), pngs, f"harness compare {run.name}"))
     if console is not None:
-        print_tables(rows, comps, console)
+        print_tables(rows, comps, console, dirs)
     return {"rows": rows, "comparisons": comps, "plots": pngs, "dir": run}
 
 
-def print_tables(rows, comps, console) -> None:
+def print_tables(rows, comps, console, dirs=None) -> None:
+    """The terminal's view: per task the key metrics of the rows that ran, tuned − base on
+    them, then each unavailable model once."""
     from rich.table import Table
 
+    dirs = dirs or {}
     for task in sorted({r["task"] for r in rows}):
-        tr = [r for r in rows if r["task"] == task]
+        tr = [r for r in rows if r["task"] == task and r.get("status") != "unavailable"]
+        if not tr:
+            continue
         present = {k for r in tr for k, v in r.items() if isinstance(v, (int, float))}
         metrics = [m for m in KEY_METRICS.get(task, ()) if m in present] or \
             [c for c in _table_cols(tr)[7:-7] if c in present][:6]
@@ -644,9 +849,7 @@ def print_tables(rows, comps, console) -> None:
             vals = []
             for c in cols:
                 s = SHORT.get(_fmt(r.get(c)), _fmt(r.get(c)))
-                if c == "status" and r.get("status") == "unavailable":
-                    s = "[red]n/a[/]"
-                elif s and _best(tr, c) is not None and r.get(c) == _best(tr, c):
+                if s and _best(tr, c, dirs) is not None and r.get(c) == _best(tr, c, dirs):
                     s = f"[bold green]{s}[/]"
                 vals.append(s)
             t.add_row(*vals)
@@ -662,6 +865,7 @@ def print_tables(rows, comps, console) -> None:
                            c["backend"], c["metric"], f"{c['diff']:+.4g}",
                            f"[{c['lo']:+.4g}, {c['hi']:+.4g}]", f"[{color}]{c['better']}[/]")
             console.print(ct)
-    un = sorted({(r["model"], r["reason"]) for r in rows if r.get("status") == "unavailable"})
-    for m, why in un:
-        console.print(f"[yellow]unavailable[/] {why}", soft_wrap=True)
+    from rich.text import Text
+
+    for line in _unavailable_md(rows)[2:-1]:   # no markup: reasons hold square brackets
+        console.print(Text.assemble(("unavailable ", "yellow"), line[2:]), soft_wrap=True)

@@ -25,6 +25,15 @@ console = Console(stderr=False)
 err = Console(stderr=True)
 
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def split_list(values) -> list[str]:
+    """A list option given either way: repeated (--task a --task b), comma-separated
+    (--task a,b) or both -> ["a", "b"]."""
+    if values is None:
+        return []
+    items = [values] if isinstance(values, str) else values
+    return [p.strip() for v in items for p in str(v).split(",") if p.strip()]
 _CURATE = CurateConfig()   # `harness data curate` shows its defaults
 
 
@@ -33,18 +42,36 @@ _CURATE = CurateConfig()   # `harness data curate` shows its defaults
 def data_prepare(
     raw_dir: Optional[Path] = typer.Option(None, "--raw-dir", help="Folder with the raw files "
                                            "(e.g. ../shared/data)."),
-    out: Path = typer.Option(None, "--out", help="Output folder [default: data/prepared]."),
-    task: Optional[List[str]] = typer.Option(None, "--task", help="Only these tasks."),
+    output: Path = typer.Option(None, "--output", help="Output folder \\[default: "
+                                "data/prepared]."),
+    task: Optional[List[str]] = typer.Option(None, "--task", help="Only these tasks "
+                                             "(repeat or comma-separate)."),
     hub: Optional[str] = typer.Option(None, "--hub", help="A hub dataset id (online only)."),
+    source: Optional[List[Path]] = typer.Option(None, "--from", help="Your own product_review "
+                                                "file, CSV or JSON lines (repeatable); needs "
+                                                "--map."),
+    mapping: Optional[List[str]] = typer.Option(None, "--map", help="Where each field is in "
+                                                "--from rows: title=COLUMN,review=COLUMN,... "
+                                                "(dotted keys for nested JSON, e.g. "
+                                                "review=reviews.text)."),
+    out_alias: Optional[Path] = typer.Option(None, "--out", hidden=True),
 ):
-    """Convert raw public files into task JSONL splits and print counts per source and split."""
+    """Convert raw public files (or your own, with --from and --map) into task JSONL splits
+    and print counts per source and split. Nothing is replaced unless every task succeeds."""
     from .data import data_dir
+    from .data.generic import parse_map
     from .data.prepare import prepare
 
-    if raw_dir is None and hub is None:
-        raise HarnessError("give --raw-dir DIR and/or --hub DATASET_ID")
-    out = out or data_dir()
-    for rep in prepare(raw_dir, out, task, hub=hub):
+    if raw_dir is None and hub is None and not source:
+        raise HarnessError("give --raw-dir DIR, --from FILE --map ... and/or --hub DATASET_ID")
+    if source and not mapping:
+        raise HarnessError("--from needs --map (e.g. --map title=name,review=review_text)")
+    if mapping and not source:
+        raise HarnessError("--map applies to --from FILE; give the file")
+    custom = [(p, parse_map(mapping)) for p in source or []]
+    out = output or out_alias or data_dir()
+    task = split_list(task)
+    for rep in prepare(raw_dir, out, task or None, hub=hub, custom=custom):
         t = Table(title=f"{rep['task']} → {out / rep['task']}")
         t.add_column("source")
         splits = list(next(iter(rep["counts"].values())).keys())

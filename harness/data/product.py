@@ -37,16 +37,26 @@ JUNK_DETAIL_KEYS = {"asin", "shipping weight", "best sellers rank", "customer re
                     "date first available", "domestic shipping", "international shipping",
                     "item model number_", "is discontinued by manufacturer", "upc", "ean"}
 
-_TAG_RE = re.compile(r"<[^>]+>")
+_TAG_RE = re.compile(r"<[^<>]*>")
+# A tag that is never closed: "<span class=..." up to the next "<" or the end of the text.
+_OPEN_TAG_RE = re.compile(r"<\s*/?\s*[A-Za-z!][^<>]*(?=<|$)")
+# Attribute junk of a tag whose "<" was cut off: ' class="a-size-large" id="productTitle">'
+# (HTML attribute names only, so "Voltage=220V" or 'Size="L"' in real text stay).
+_ATTRS_RE = re.compile(r"""(?:(?:^|\s)(?:class|id|style|href|src|alt|title|width|height|type|"""
+                       r"""name|rel|target|dir|lang|role|(?:data|aria)-[\w-]+)\s*=\s*"""
+                       r"""(?:"[^"]*"?|'[^']*'?|[^\s"'<>]+))+\s*/?>?""", re.I)
 _WS_RE = re.compile(r"\s+")
 
 
 def clean_text(value: Any) -> str:
-    """Unescape HTML, strip tags, fold white space."""
+    """Unescape HTML, strip tags (also unclosed ones, and attribute junk of a tag whose start
+    was cut off), fold white space. Text that was nothing but markup becomes ""."""
     if value is None:
         return ""
     text = html.unescape(str(value))
     text = _TAG_RE.sub(" ", text)
+    text = _OPEN_TAG_RE.sub(" ", text)
+    text = _ATTRS_RE.sub(" ", text)
     return _WS_RE.sub(" ", text).strip()
 
 
@@ -85,6 +95,24 @@ def parse_price(text: Any, default_currency: str = "USD") -> tuple[float | None,
     return amount, (currency if amount is not None else None)
 
 
+# Brand-style words that are written in camel case and must stay whole (besides the words
+# with one lower-case letter before the capital: iPad, eBook, iPhone).
+CAMEL_KEEP = {"MacBook", "PlayStation", "YouTube", "PowerPoint", "AirPods", "OnePlus", "GoPro",
+              "SanDisk", "WhatsApp", "LinkedIn", "ThinkPad", "IdeaPad", "PowerShot", "HomePod",
+              "AirPort", "FireStick", "SmartThings", "JavaScript", "PayPal", "DeWalt",
+              "McAfee", "McDonald", "FedEx", "PowerBeats", "BlackBerry"}
+
+
+def split_camel(text: str) -> str:
+    """Joined category words apart: "HomeTheater" -> "Home Theater", "SmartWatches" ->
+    "Smart Watches"; "USBCables", "iPad", "eBook" and the brand words of CAMEL_KEEP stay."""
+    def word(m: re.Match) -> str:
+        w = m.group(0)
+        # a split needs two lower-case letters before the capital: "iPad", "eBook" stay
+        return w if w in CAMEL_KEEP else re.sub(r"(?<=[a-z]{2})(?=[A-Z][a-z])", " ", w)
+    return re.sub(r"[A-Za-z]+", word, text)
+
+
 def split_category(value: Any) -> list[str]:
     if value is None:
         return []
@@ -93,7 +121,7 @@ def split_category(value: Any) -> list[str]:
     for p in parts:
         p = clean_text(p)
         p = re.sub(r"(?<=[a-z])&(?=[A-Z])", " & ", p)          # "Computers&Accessories"
-        p = re.sub(r"(?<=[a-z])(?=[A-Z][a-z])", " ", p)         # "USBCables" stays, "HomeTheater" splits
+        p = split_camel(p)
         if p and not is_junk(p) and (not out or out[-1] != p):
             out.append(p)
     return out
@@ -114,10 +142,14 @@ def clean_list(values: Any, sep: str | None = None) -> list[str]:
 
 
 def clean_details(details: Any) -> dict[str, str]:
+    """Text details only: an entry whose value is an object or a list (e.g. a nested "Best
+    Sellers Rank") is left out, never stored as its repr."""
     if not isinstance(details, dict):
         return {}
     out = {}
     for k, v in details.items():
+        if isinstance(v, (dict, list, tuple, set, bool)) or v is None:
+            continue
         key = clean_text(k).strip(" :").strip()
         val = clean_text(v)
         if not key or not val or key.lower() in JUNK_DETAIL_KEYS or is_junk(val) or is_junk(key):
@@ -133,6 +165,8 @@ def make_product(*, title: Any, brand: Any = None, category: Any = None, price: 
     """Build a normalised product dict; raises ValueError('missing title') when unusable."""
     product: dict[str, Any] = {}
     t = clean_text(title)
+    if not t and title is not None and str(title).strip():
+        raise ValueError("title empty after cleaning (markup only)")
     if not t or is_junk(t):
         raise ValueError("missing title")
     product["title"] = t
@@ -164,7 +198,53 @@ def make_product(*, title: Any, brand: Any = None, category: Any = None, price: 
     det = clean_details(details)
     if det:
         product["details"] = det
-    return product
+    from ..io import HarnessError
+    from ..schema import validate_product
+    try:   # the schema every later stage relies on (a failure here is a bug, counted)
+        return validate_product(product, "normalised product")
+    except HarnessError as e:
+        raise ValueError(str(e)) from None
+
+
+# --- raw rows: which types a reader can use ------------------------------------------------
+RAW_KINDS = {
+    "text": "a string",                   # (a number is taken as its text)
+    "texts": "a string or a list of strings",
+    "number": "a number or a numeric string",
+    "mapping": "an object",
+}
+
+
+def _kind_ok(kind: str, v: Any) -> bool:
+    if v is None:
+        return True
+    scalar = isinstance(v, (str, int, float)) and not isinstance(v, bool)
+    if kind in ("text", "number"):
+        return scalar
+    if kind == "texts":   # a bare number is no list of texts ("feature": 5)
+        return isinstance(v, str) or (isinstance(v, list) and all(
+            isinstance(x, (str, int, float)) and not isinstance(x, bool) for x in v))
+    return isinstance(v, dict)
+
+
+def raw_problem(row: dict, kinds: dict[str, str]) -> str | None:
+    """The skip reason of a raw row with a field its reader cannot use, e.g. "bad field price
+    (list, expected a number or a numeric string)"; None when every field is usable. Stops
+    `price: ["$1", "$2"]` becoming 1.0 and a dict summary becoming its repr."""
+    from ..schema import _type_name
+
+    for name, kind in kinds.items():
+        v = row.get(name)
+        if not _kind_ok(kind, v):
+            return f"bad field {name} ({_type_name(v)}, expected {RAW_KINDS[kind]})"
+    return None
+
+
+def as_list(v: Any) -> list:
+    """A raw list field: None -> [], one string -> [it] (never its characters)."""
+    if v is None:
+        return []
+    return list(v) if isinstance(v, list) else [v]
 
 
 def product_text(product: dict) -> str:

@@ -19,13 +19,24 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..io import HarnessError
-from .product import clean_text, make_product
+from .product import as_list, clean_text, make_product, raw_problem
 
 MIN_REVIEW_WORDS = 4
 MAX_REVIEW_WORDS = 220
 
 AMAZON_IN_COLUMNS = {"product_id", "product_name", "category", "discounted_price", "actual_price",
                      "about_product", "review_content"}
+# The field types each row converter can use (harness.data.product.raw_problem); a row with
+# another type is skipped and counted by field, never coerced into a wrong value.
+AMAZON_IN_KINDS = {**{c: "text" for c in AMAZON_IN_COLUMNS}, "review_title": "text",
+                   "discount_percentage": "text", "rating": "number", "rating_count": "text"}
+META_KINDS = {"asin": "text", "parent_asin": "text", "title": "text", "brand": "text",
+              "store": "text", "feature": "texts", "features": "texts", "description": "texts",
+              "category": "texts", "categories": "texts", "main_category": "text",
+              "price": "number", "average_rating": "number", "rating_number": "number",
+              "details": "mapping"}
+REVIEW_KINDS = {"asin": "text", "parent_asin": "text", "reviewText": "text", "text": "text",
+                "summary": "text", "title": "text", "overall": "number", "rating": "number"}
 
 
 class Skips(Counter):
@@ -74,7 +85,10 @@ def brand_from_title(title) -> str | None:
     return w
 
 def amazon_in_row(row: dict, skips: Skips) -> tuple[str, dict, dict] | None:
-    pid = (row.get("product_id") or "").strip()
+    if (bad := raw_problem(row, AMAZON_IN_KINDS)):
+        skips.skip(bad)
+        return None
+    pid = str(row.get("product_id") or "").strip()
     if not pid:
         skips.skip("missing product_id")
         return None
@@ -84,7 +98,7 @@ def amazon_in_row(row: dict, skips: Skips) -> tuple[str, dict, dict] | None:
             price=row.get("discounted_price"), list_price=row.get("actual_price"),
             discount_percent=row.get("discount_percentage"), rating=row.get("rating"),
             rating_count=row.get("rating_count"),
-            features=(row.get("about_product") or "").split("|"), default_currency="INR")
+            features=str(row.get("about_product") or "").split("|"), default_currency="INR")
     except ValueError as e:
         skips.skip(str(e))
         return None
@@ -127,12 +141,15 @@ def read_amazon_in_csv(path: Path, skips: Skips) -> Iterator[tuple[str, dict, di
 def amazon_meta_row(m: dict, skips: Skips) -> tuple[str, dict] | None:
     """A metadata row in the 2018 (asin, brand, feature, ...) or 2023 (parent_asin, store,
     features, ...) field names."""
+    if (bad := raw_problem(m, META_KINDS)):
+        skips.skip(f"meta: {bad}")
+        return None
     pid = m.get("parent_asin") or m.get("asin")
     if not pid:
         skips.skip("meta without asin")
         return None
-    features = list(m.get("feature") or m.get("features") or [])
-    features += list(m.get("description") or [])
+    features = as_list(m.get("feature") or m.get("features"))
+    features += as_list(m.get("description"))
     category = m.get("category") or m.get("categories") or []
     if isinstance(category, list) and m.get("main_category") and not category:
         category = [m["main_category"]]
@@ -149,6 +166,9 @@ def amazon_meta_row(m: dict, skips: Skips) -> tuple[str, dict] | None:
 
 
 def amazon_review_row(r: dict, skips: Skips) -> tuple[str, dict] | None:
+    if (bad := raw_problem(r, REVIEW_KINDS)):
+        skips.skip(f"review: {bad}")
+        return None
     pid = r.get("parent_asin") or r.get("asin")
     if not pid:
         skips.skip("review without asin")

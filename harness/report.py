@@ -826,7 +826,7 @@ def render(run: Path, console=None) -> dict:
 
 def print_tables(rows, comps, console, dirs=None) -> None:
     """The terminal's view: per task the key metrics of the rows that ran, tuned − base on
-    them, then each unavailable model once."""
+    them, then each unavailable model once and one verdict line per tuned variant."""
     from rich.table import Table
 
     dirs = dirs or {}
@@ -869,3 +869,10 @@ def print_tables(rows, comps, console, dirs=None) -> None:
 
     for line in _unavailable_md(rows)[2:-1]:   # no markup: reasons hold square brackets
         console.print(Text.assemble(("unavailable ", "yellow"), line[2:]), soft_wrap=True)
+    for v in verdicts(rows, comps):
+        color = {"better": "green", "worse": "red", "mixed": "yellow"}.get(v["overall"], "white")
+        console.print(Text.assemble(
+            ("verdict ", "bold"), f"{v['model']} {v['variant']} vs base, {v['backend']}, "
+            f"{v['task']} (n={v['n']}): ", (v["overall"], color),
+            *(f"; {k} {', '.join(v[k])}" for k in ("improved", "regressed") if v[k])),
+            soft_wrap=True)

@@ -61,8 +61,15 @@ def test_report_opens_with_a_verdict_then_key_metrics_then_the_full_table(tmp_pa
 
 
 def test_key_table_is_short_and_unavailable_models_are_listed_once(tmp_path):
+    from rich.console import Console
+
     run = make_run(tmp_path / "run")
-    render(run)
+    console = Console(record=True, width=400)
+    render(run, console=console)
+    term = console.export_text()
+    assert term.count("HARNESS_HF_LLAMA2_7B_CHAT=") == 1
+    assert "verdict smollm2-135m-instruct tuned vs base, llama-cpp, product_review (n=12): " \
+           "mixed; improved rouge_l; regressed hallucination_rate" in term
     md = (run / "report.md").read_text()
     cols, rows = _table(_section(md, "## Key metrics"))
     assert cols == ["model", "variant", "backend", "n", "hallucination_rate ↓",

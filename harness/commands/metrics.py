@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -21,6 +21,17 @@ SHOWN = ("hallucination_rate", "hallucination_claims", "contradiction", "claims_
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=console, transient=True)
+
+
+def _part_bars(prog: Progress):
+    """progress(part, advance, total): one bar per part of a validation."""
+    tasks: dict = {}
+
+    def progress(part, k, total):
+        if part not in tasks:
+            tasks[part] = prog.add_task(part, total=total)
+        prog.advance(tasks[part], k)
+    return progress
 
 
 def _fmt(v) -> str:
@@ -69,37 +80,59 @@ def score_cmd(
 
 
 def validate_cmd(
+    extra_gold: Optional[List[Path]] = typer.Argument(
+        None, metavar="FILE", show_default=False,
+        help="More gold files (with --gold: `--gold a.jsonl b.jsonl`)."),
+    gold: Optional[List[Path]] = typer.Option(
+        None, "--gold", help="Gold JSONL file(s) labelled by reading (tests/data/gold_*.jsonl): "
+        "claim-level precision / recall / F1, review-level false flags, fluency flags, "
+        "within-category relevance, inter-annotator kappa, with bootstrap 95% CIs, on the "
+        "test half; writes gold_validation.json; exit code 1 when an acceptance value is "
+        "missed."),
     raw_dir: Optional[Path] = typer.Option(None, "--raw-dir", help="Raw data folder "
                                            "(e.g. ../shared/data); prepared in a temp folder."),
     data: Optional[Path] = typer.Option(None, "--data", help="An already prepared folder "
-                                        "instead of --raw-dir."),
-    out: Path = typer.Option(..., "--out", help="Folder for validation.json."),
+                                        "instead of --raw-dir (with --gold: default the "
+                                        "project's prepared data)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for validation.json "
+                                       "(gold_validation.json with --gold)."),
     seed: int = typer.Option(0, "--seed"),
     n_fluency: int = typer.Option(200, "--n-fluency", help="Real reviews in the fluency test "
                                   "(each with 3 perturbed versions)."),
     n_relevance: int = typer.Option(500, "--n-relevance", help="Own-vs-other review pairs."),
-    fluency_reference: Optional[str] = typer.Option(None, "--fluency-reference",
-                                                    help="Reference LM [default: gemma3-270m]."),
+    fluency_reference: Optional[str] = typer.Option(
+        None, "--fluency-reference", help="Reference LM (default: gemma3-270m; with --gold: "
+        "the bundled model other than the one that wrote the review)."),
     only: Optional[str] = typer.Option(None, "--only", help="Comma-separated subset of "
-                                       "hallucination,fluency,relevance."),
+                                       "hallucination,fluency,relevance (with --gold also "
+                                       "agreement)."),
+    half: str = typer.Option("test", "--half", help="With --gold: the half reported "
+                             "(dev|test|all; by a stable hash of product_id)."),
+    errors: Optional[Path] = typer.Option(None, "--errors", help="With --gold: write the error "
+                                          "analysis of the development half here (JSON)."),
 ):
     """Prove the metrics on planted cases from real reviews (fixed seed): injected wrong
     facts, clean reviews, perturbed texts, own vs other-category reviews. Writes
-    validation.json; exit code 1 when a threshold is missed."""
-    from ..io import write_json
+    validation.json; exit code 1 when a threshold is missed.
+
+    With --gold FILE ...: against a gold set labelled by reading (see --gold)."""
+    from ..io import HarnessError, write_json
+
+    if extra_gold and not gold:
+        raise HarnessError(f"unexpected argument(s) {' '.join(map(str, extra_gold))} "
+                           f"(gold files go after --gold)")
+    if gold:
+        return _validate_gold(list(gold) + list(extra_gold or []), raw_dir, data, out,
+                              fluency_reference, only, half, errors)
+    if out is None:
+        raise HarnessError("give --out DIR (the folder for validation.json)")
     from ..metrics.validate import THRESHOLDS, load_records, run_validation
 
     records = load_records(raw_dir, data)
     parts = tuple(p.strip() for p in only.split(",")) if only else \
         ("hallucination", "fluency", "relevance")
     with _progress() as prog:
-        tasks: dict = {}
-
-        def progress(part, k, total):
-            if part not in tasks:
-                tasks[part] = prog.add_task(part, total=total)
-            prog.advance(tasks[part], k)
-
+        progress = _part_bars(prog)
         report = run_validation(records, seed=seed, n_fluency=n_fluency,
                                 n_relevance=n_relevance, reference=fluency_reference,
                                 parts=parts, progress=progress)
@@ -111,6 +144,95 @@ def validate_cmd(
         wanted = ", ".join(f"{k} {THRESHOLDS[k][0]} {THRESHOLDS[k][1]}" for k in failed)
         console.print(f"[bold red]below threshold:[/] {wanted}")
         raise typer.Exit(1)
+
+
+def _validate_gold(files, raw_dir, data, out, fluency_reference, only, half, errors_path):
+    from ..io import HarnessError, write_json
+    from ..metrics.gold import PARTS, run_gold
+    from ..metrics.validate import load_records
+
+    if raw_dir is not None and data is not None:
+        raise HarnessError("give --raw-dir or --data, not both")
+    records = load_records(raw_dir, None) if raw_dir is not None else None
+    parts = tuple(p.strip() for p in only.split(",")) if only else PARTS
+    with _progress() as prog:
+        progress = _part_bars(prog)
+        run = run_gold(files, records, data=data, half=half, parts=parts,
+                       fluency_reference=fluency_reference,
+                       error_analysis=errors_path is not None, progress=progress)
+    report = run.report
+    _print_gold(report)
+    if out is not None:
+        console.print(f"→ {write_json(Path(out) / 'gold_validation.json', report)}",
+                      highlight=False)
+    if errors_path is not None:
+        console.print(f"error analysis (dev half) → {write_json(errors_path, run.errors)}",
+                      highlight=False)
+    missed = [k for k, a in report["acceptance"].items() if not a["met"]]
+    if missed:
+        console.print("[bold red]below acceptance:[/] " + ", ".join(
+            f"{k} {report['acceptance'][k]['value']:.3f} (wanted {report['acceptance'][k]['op']} "
+            f"{report['acceptance'][k]['threshold']})" for k in missed), highlight=False)
+        raise typer.Exit(1)
+
+
+def _ci(f: dict | None) -> str:
+    if not f or f.get("value") is None:
+        return "–"
+    return f"{f['value']:.3f} [{f['lo']:.3f}, {f['hi']:.3f}]"
+
+
+def _v(f: dict | None) -> str:
+    return "–" if not f or f.get("value") is None else f"{f['value']:.3f}"
+
+
+def _print_gold(report: dict) -> None:
+    items = report["items"]
+    console.print(f"gold set: {items['all']} items ({items['halves']}); reported half "
+                  f"[bold]{report['half']}[/]: {items['in_half']} items {items['by_kind']}",
+                  highlight=False)
+    acc = report.get("acceptance", {})
+    t = Table(title=f"metrics vs gold labels ({report['half']} half; 95% bootstrap CIs)")
+    for c in ("figure", "n", "value [95% CI]", "acceptance", "met"):
+        t.add_column(c, justify="left" if c == "figure" else "right")
+
+    def row(name, f, key=None, n=None):
+        a = acc.get(key) if key else None
+        met = "" if not a else ("[green]yes[/]" if a["met"] else "[red]no[/]")
+        t.add_row(name, str(n if n is not None else (f or {}).get("n", "")), _ci(f),
+                  f"{a['op']} {a['threshold']}" if a else "", met)
+
+    h = report.get("hallucination")
+    if h:
+        c = h["claims"]
+        row("claim precision (flags on gold bad claims)", c["precision"], n=c["metric_flags"])
+        row("claim recall (gold bad claims flagged)", c["recall"], n=c["gold_bad_claims"])
+        row("claim F1 (unsupported + contradicted)", c["f1"], "claim_f1", n=c["gold_bad_claims"])
+        row("review false-flag rate (no gold bad claim)", h["false_flag_rate"], "false_flag_rate")
+    if report.get("fluency"):
+        row("fluency flag accuracy (generated)", report["fluency"]["accuracy"],
+            "fluency_accuracy")
+    if report.get("relevance"):
+        row("relevance: own > same-leaf other review", report["relevance"]["accuracy"],
+            "relevance_accuracy")
+    ag = report.get("agreement") or {}
+    if ag.get("review_kappa"):
+        row("agreement: kappa, review has bad claim", ag["review_kappa"])
+        row("agreement: kappa, per character", ag["char_kappa"], n=ag["items"])
+    console.print(t)
+    if h and h.get("by_kind"):
+        t = Table(title="per claim kind (gold kind; a flag on no gold claim: its metric "
+                        "kind; CIs in the JSON)")
+        for c in ("kind", "gold bad", "flags", "precision", "recall", "F1", "false flags"):
+            t.add_column(c, justify="left" if c == "kind" else "right")
+        for k, v in list(h["by_kind"].items()) + [
+                (f"({ik} reviews)", v) for ik, v in h.get("by_item_kind", {}).items()]:
+            t.add_row(k, str(v["gold_bad_claims"]), str(v["metric_flags"]),
+                      *(_v(v[x]) for x in ("precision", "recall", "f1", "false_flag_rate")))
+        console.print(t)
+    if report.get("relevance", {}).get("fallback"):
+        console.print(f"relevance pairs below the leaf level: {report['relevance']['fallback']}",
+                      highlight=False)
 
 
 def _print_report(report: dict) -> None:

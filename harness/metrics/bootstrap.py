@@ -38,3 +38,34 @@ def paired_bootstrap(base: Sequence[float], tuned: Sequence[float], n_boot: int 
     else:
         p = float(min(1.0, 2 * min((means <= 0).mean(), (means >= 0).mean())))
     return {"diff": diff, "lo": float(lo), "hi": float(hi), "n": int(n), "p_value": p}
+
+
+
+def bootstrap_ci(statistic, columns: Sequence[Sequence[float]], n_boot: int = 2000,
+                 seed: int = 0, ci: float = 0.95) -> dict:
+    """A statistic of per-document columns with a percentile bootstrap CI over documents
+    (documents resampled with replacement, as in paired_bootstrap; the columns stay aligned).
+
+    `statistic(*arrays)` reduces over the last axis (the documents): it is called once with
+    1-d columns for the value, and once with (n_boot, n) resampled columns, returning n_boot
+    values (nan where undefined on a resample: those are skipped). Returns {"value", "lo",
+    "hi", "n"}: value/lo/hi None when the statistic is undefined on the data itself; the
+    interval is widened to contain the value if a skewed resample distribution misses it."""
+    cols = [np.asarray(c, dtype=float) for c in columns]
+    if not cols or any(c.shape != cols[0].shape or c.ndim != 1 for c in cols):
+        raise ValueError("bootstrap_ci: columns must be 1-d and of equal length")
+    if not 0 < ci < 1:
+        raise ValueError(f"bootstrap_ci: ci must be in (0, 1), got {ci}")
+    n = int(cols[0].size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = float(statistic(*cols)) if n else float("nan")
+        if not np.isfinite(value):
+            return {"value": None, "lo": None, "hi": None, "n": n}
+        idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+        stats = np.asarray(statistic(*(c[idx] for c in cols)), dtype=float).reshape(-1)
+    stats = stats[np.isfinite(stats)]
+    if not stats.size:
+        return {"value": value, "lo": value, "hi": value, "n": n}
+    alpha = (1 - ci) / 2
+    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
+    return {"value": value, "lo": float(min(lo, value)), "hi": float(max(hi, value)), "n": n}

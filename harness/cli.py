@@ -12,6 +12,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .data.curate import CurateConfig
 from .io import HarnessError
@@ -42,7 +43,7 @@ _CURATE = CurateConfig()   # `harness data curate` shows its defaults
 def data_prepare(
     raw_dir: Optional[Path] = typer.Option(None, "--raw-dir", help="Folder with the raw files "
                                            "(e.g. ../shared/data)."),
-    output: Path = typer.Option(None, "--output", help="Output folder \\[default: "
+    output: Path = typer.Option(None, "--output", help="Output folder [default: "
                                 "data/prepared]."),
     task: Optional[List[str]] = typer.Option(None, "--task", help="Only these tasks "
                                              "(repeat or comma-separate)."),
@@ -94,8 +95,8 @@ def data_prepare(
 def data_curate(
     data: Optional[str] = typer.Option(None, "--data", help="Prepared data directory "
                                        "(default: data/prepared, else the demo set)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: "
-                                       "data/curated); `harness train --data` takes it."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Output folder (default: "
+                                          "data/curated); `harness train --data` takes it."),
     per_product: int = typer.Option(_CURATE.per_product, "--per-product",
                                     help="Reviews kept per product at most, best first."),
     min_words: int = typer.Option(_CURATE.min_words, "--min-words"),
@@ -108,12 +109,14 @@ def data_curate(
                                         help="Template share that makes a review generic."),
     min_examples: int = typer.Option(_CURATE.min_examples, "--min-examples",
                                      help="Fewer kept reviews than this is an error."),
+    out_alias: Optional[Path] = typer.Option(None, "--out", hidden=True),
 ):
     """Curate the product_review train split: every real review of every train product
     scored (length, attribute mentions, claim check, generic templates), the best kept as
     training examples; validation and test copied unchanged (harness.data.curate)."""
     from .data.curate import curate, print_report
 
+    out = output or out_alias
     rep = curate(data=data, out=str(out) if out else None, per_product=per_product,
                  min_words=min_words, min_facts=min_facts,
                  template_min_products=template_min_products, generic_share=generic_share,
@@ -131,7 +134,11 @@ def eval_cmd(ctx: typer.Context):
 
     --model hf uses lm-eval's transformers backend with throughput timing; `model=NAME` takes
     weights from the registry. Chat templates are applied for instruct models
-    (--no_chat_template to turn off). Results JSON gets a `throughput` object."""
+    (--no_chat_template to turn off). Results JSON gets a `throughput` object.
+
+    Every other flag is lm-eval's own, passed through: see `.venv/bin/lm_eval run --help`.
+    The other commands' spellings work too: --model-args, --output (for --output_path),
+    --threads N (llama.cpp threads)."""
     from .evaluate import run_cli
 
     run_cli(list(ctx.args))
@@ -163,11 +170,32 @@ def _register_stage_commands() -> None:
 _register_stage_commands()
 
 
+def _keep_brackets(*apps: typer.Typer) -> None:
+    """Option and argument help is text, not rich markup: escape its square brackets so that
+    "[default: ...]" and "'.[qlora-cpu]'" show as written (rich would take them for tags)."""
+    import inspect
+    import re
+
+    from typer.models import ParameterInfo
+
+    for a in apps:
+        for cmd in a.registered_commands:
+            for param in inspect.signature(cmd.callback).parameters.values():
+                info = param.default
+                if isinstance(info, ParameterInfo) and info.help and "[" in info.help:
+                    info.help = re.sub(r"(?<!\\)\[", r"\\[", info.help)
+
+
+_keep_brackets(app, data_app)
+
+
 def main() -> None:
     try:
         app()
     except HarnessError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        # the message is text, not markup: "pip install '.[qlora-cpu]'" keeps its brackets
+        err.print(Text.assemble(("error:", "bold red"), " ", str(e)), highlight=False,
+                  soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")

@@ -273,3 +273,69 @@ def test_failed_export_leaves_no_empty_folder(tmp_path):
                    "adapter_model.safetensors")
     assert sorted(p.name for p in ad.iterdir()) == ["adapter_config.json",
                                                     "adapter_model.safetensors"]
+
+
+# --- the command line itself -------------------------------------------------------------------
+
+def _commands():
+    import typer.main
+
+    from harness.cli import app
+
+    def walk(cmd, path):
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, path + [name])
+    return list(walk(typer.main.get_command(app), []))
+
+
+def test_help_texts_keep_their_square_brackets():
+    """Rich markup must not eat "[default: ...]" (or any bracketed text) in --help."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    runner, checked = CliRunner(), 0
+    for path, cmd in _commands():
+        texts = [p.help for p in cmd.params if getattr(p, "help", None) and "[" in p.help]
+        if not texts:
+            continue
+        out = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "300"}).output
+        flat = " ".join(re.sub(r"[│╭╮╰╯─]", " ", out).split())
+        for t in texts:
+            for part in re.findall(r"\\?\[[^\]]*\]", t):
+                assert part.lstrip("\\") in flat, (path, part)
+                checked += 1
+    assert checked >= 8
+
+
+def test_error_lines_keep_square_brackets(tmp_path):
+    """A HarnessError is printed as text: "pip install -e '.[qlora-cpu]'" stays whole."""
+    res = run_cli(["generate", "--product", str(tmp_path / "[missing].json")], ENV)
+    one_error_line(res, f"{tmp_path / '[missing].json'}: cannot read")
+
+
+@pytest.mark.parametrize("path, new, old", [
+    (["data", "prepare"], "--output", "--out"), (["data", "curate"], "--output", "--out"),
+    (["export"], "--output", "--out"), (["generate"], "--output", "--out"),
+    (["compare"], "--threads", "--n-threads"), (["compare"], "--model-args", "--model_args"),
+])
+def test_consistent_flags_with_old_spellings_hidden(path, new, old):
+    cmd = dict((tuple(p), c) for p, c in _commands())[tuple(path)]
+    opts = {o: p for p in cmd.params for o in p.opts}
+    assert new in opts and not getattr(opts[new], "hidden", False)
+    assert old in opts and opts[old].hidden
+
+
+def test_list_options_take_repeats_and_commas_alike():
+    from harness.cli import split_list
+
+    assert split_list(["a,b", "c", " d , "]) == ["a", "b", "c", "d"] == split_list("a,b,c,d")
+    for path, name in ((["compare"], "models"), (["compare"], "tasks"),
+                       (["compare"], "backends"), (["compare"], "merged_quant"),
+                       (["export"], "quant"), (["data", "prepare"], "task"),
+                       (["demo"], "models"), (["demo"], "backends")):
+        cmd = dict((tuple(p), c) for p, c in _commands())[tuple(path)]
+        assert next(p for p in cmd.params if p.name == name).multiple, (path, name)

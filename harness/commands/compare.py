@@ -99,23 +99,28 @@ def register(app) -> None:
 
     @app.command("compare", rich_help_panel=PANEL)
     def compare_cmd(
-        models: str = typer.Option("all", help="'all' or registry names, comma-separated."),
-        tasks: str = typer.Option("product_review", help="Comma-separated task names."),
-        backends: str = typer.Option("llama-cpp,hf", help="llama-cpp, hf (and vllm on GPU machines)."),
+        models: List[str] = typer.Option(["all"], help="'all' or registry names (repeat or "
+                                         "comma-separate)."),
+        tasks: List[str] = typer.Option(["product_review"], help="Task names (repeat or "
+                                        "comma-separate)."),
+        backends: List[str] = typer.Option(["llama-cpp", "hf"], help="llama-cpp, hf (and vllm "
+                                           "on GPU machines); repeat or comma-separate."),
         limit: Optional[int] = typer.Option(None, help="Documents per task (first N of test)."),
         data: Optional[str] = typer.Option(None, help="'demo', a prepared-data directory, or "
                                            "default: prepared data if present, else demo."),
         output: Optional[Path] = typer.Option(None, help="Run directory (default results/compare-TIME)."),
         resume: bool = typer.Option(False, help="Reuse finished cells of an interrupted run."),
-        n_threads: Optional[int] = typer.Option(None, help="llama.cpp threads (default: all cores)."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="llama.cpp threads "
+                                              "(default: all cores)."),
         gen_kwargs: Optional[str] = typer.Option(None, help="lm-eval gen_kwargs override, "
                                                  "e.g. max_gen_toks=64."),
         model_args: Optional[List[str]] = typer.Option(
             None, "--model-args", help="Extra lm-eval model_args per backend, passed through: "
             "'hf:parallelize=True' or 'vllm:tensor_parallel_size=4' (repeatable)."),
-        merged_quant: str = typer.Option("q4_k_m", help="Merged exports of each adapter to "
-                                         "score on llama.cpp besides the LoRA GGUF: q4_k_m, "
-                                         "q8_0, f16 (comma-separated) or none."),
+        merged_quant: List[str] = typer.Option(["q4_k_m"], help="Merged exports of each "
+                                               "adapter to score on llama.cpp besides the LoRA "
+                                               "GGUF: q4_k_m, q8_0, f16 (repeat or "
+                                               "comma-separate) or none."),
         batch_size: Optional[str] = typer.Option(
             None, help="Generation batch: N for every backend, or BACKEND:N,... (default "
             + ",".join(f"{b}:{n}" for b, n in DEFAULT_BATCH_SIZE.items()) + ", others 1)."),
@@ -123,13 +128,19 @@ def register(app) -> None:
             None, "--reuse-models/--no-reuse-models", help="Load each model once per run and "
             "switch adapters on it, or load a model for every cell (default: "
             + ("reuse" if CompareConfig.reuse_models else "no reuse") + ")."),
+        n_threads: Optional[int] = typer.Option(None, "--n-threads", hidden=True),
+        model_args_alias: Optional[List[str]] = typer.Option(None, "--model_args", hidden=True),
     ):
         """Base vs tuned models on every backend: metrics, throughput, bootstrap CIs, report.
         Data, adapters and model files are checked before anything loads; exit code 1 when a
         cell failed (each failed cell's reason is printed)."""
-        run = run_compare(models, tasks, backends, limit, data, output, resume, n_threads,
-                          console, gen_kwargs, model_args, merged_quant, batch_size,
-                          reuse_models)
+        from ..cli import split_list
+
+        run = run_compare(",".join(split_list(models)), ",".join(split_list(tasks)),
+                          ",".join(split_list(backends)), limit, data, output, resume,
+                          threads or n_threads, console, gen_kwargs,
+                          (model_args or []) + (model_args_alias or []),
+                          ",".join(split_list(merged_quant)), batch_size, reuse_models)
         exit_if_failed(run)
 
     @app.command("report", rich_help_panel=PANEL)
@@ -145,8 +156,10 @@ def register(app) -> None:
         output: Path = typer.Option(Path("results/demo"), help="Run directory."),
         max_steps: Optional[int] = typer.Option(None, help="Training steps per missing demo "
                                                 "adapter (default: the train preset 'demo')."),
-        models: str = typer.Option("all", help="'all' or registry names, comma-separated."),
-        backends: str = typer.Option("llama-cpp,hf", help="Comma-separated backends."),
+        models: List[str] = typer.Option(["all"], help="'all' or registry names (repeat or "
+                                         "comma-separate)."),
+        backends: List[str] = typer.Option(["llama-cpp", "hf"], help="Backends (repeat or "
+                                           "comma-separate)."),
         limit: Optional[int] = typer.Option(None, help="Test products per cell (default: all 8)."),
         resume: bool = typer.Option(True, help="Reuse finished cells."),
     ):
@@ -155,8 +168,11 @@ def register(app) -> None:
         held-out demo products (harness.demo)."""
         from ..demo import demo
 
-        out = demo(output=output, max_steps=max_steps, limit=limit, models=models,
-                   backends=backends, resume=resume,
+        from ..cli import split_list
+
+        out = demo(output=output, max_steps=max_steps, limit=limit,
+                   models=",".join(split_list(models)), backends=",".join(split_list(backends)),
+                   resume=resume,
                    log=lambda m: console.print(f"[bold]{m}[/]"),
                    progress=_progress_runner(console), console=console)
         console.print(f"[bold]wrote[/] {out['run']}/report.md, report.html, summary.csv; "

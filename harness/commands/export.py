@@ -46,10 +46,11 @@ def register(app) -> None:
                                 help="gguf-lora (llama.cpp LoRA for the base GGUF) or gguf "
                                      "(merged model)."),
         quant: List[str] = typer.Option(["q4_k_m"], "--quant", help="For --format gguf: f16, "
-                                        "q8_0, q4_k_m (or f32); repeat for several."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Output folder or .gguf file "
-                                           "[default: ADAPTER/gguf, or cache/models with "
-                                           "--base-only]."),
+                                        "q8_0, q4_k_m (or f32); repeat or comma-separate "
+                                        "for several."),
+        output: Optional[Path] = typer.Option(None, "--output", help="Output folder or .gguf "
+                                              "file [default: ADAPTER/gguf, or cache/models "
+                                              "with --base-only]."),
         base: Optional[str] = typer.Option(None, "--base", help="Base model (registry name, HF "
                                            "folder or GGUF) instead of the adapter's own."),
         base_only: bool = typer.Option(False, "--base-only", help="Export the base model "
@@ -60,8 +61,8 @@ def register(app) -> None:
         verify_tokens: int = typer.Option(32, "--verify-tokens",
                                           help="Generated positions per prompt for --verify."),
         data: Optional[str] = typer.Option(None, "--data", help="Prompts from this prepared "
-                                           "data folder / JSONL / 'demo' [default: prepared "
-                                           "test split, else demo]."),
+                                           "data folder / JSONL / 'demo' [default: "
+                                           "prepared test split, else demo]."),
         tokenizer_from: Optional[Path] = typer.Option(None, "--tokenizer-from", help="Copy the "
                                                       "tokenizer metadata from this GGUF."),
         load_dtype: str = typer.Option("float32", "--load-dtype", help="dtype to load and "
@@ -69,16 +70,18 @@ def register(app) -> None:
         lora_type: str = typer.Option("f32", "--lora-type", help="LoRA tensor type: f32 or f16."),
         threads: Optional[int] = typer.Option(None, "--threads", help="llama.cpp threads "
                                               "[default: all cores]."),
+        out_alias: Optional[Path] = typer.Option(None, "--out", hidden=True),
     ):
         """Export a LoRA adapter (or a base model) to GGUF for llama.cpp, offline.
 
         harness export adapters/NAME --format gguf-lora
         harness export adapters/NAME --format gguf --quant q8_0 --quant q4_k_m --verify
         harness export --base-only smollm2-135m-instruct --format gguf --quant f16"""
+        from ..cli import split_list
         from ..export import export
 
-        res = export(None if base_only else adapter, fmt, quant,
-                     base=adapter if base_only else base, out=out,
+        res = export(None if base_only else adapter, fmt, split_list(quant),
+                     base=adapter if base_only else base, out=output or out_alias,
                      verify_prompts=verify_prompts if verify else 0, data=data,
                      verify_tokens=verify_tokens, tokenizer_from=tokenizer_from,
                      load_dtype=load_dtype, lora_dtype=lora_type, threads=threads,
@@ -106,7 +109,8 @@ def register(app) -> None:
                                                  "task's max_gen_toks]"),
         temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
         seed: int = typer.Option(0, "--seed"),
-        threads: Optional[int] = typer.Option(None, "--threads"),
+        threads: Optional[int] = typer.Option(None, "--threads", help="llama.cpp threads "
+                                              "[default: all cores]."),
         output: Optional[Path] = typer.Option(None, "--output", help="Also write the reviews "
                                               "as JSONL here, each as soon as it is done; "
                                               "rerun with the same file to resume."),

@@ -392,7 +392,13 @@ def _gold_files(names) -> list:
 # shortfall: a strict xfail with the measured figure (README says so, with the error analysis);
 # when a metric fix lifts it, the xfail turns into a failure and the mark is removed. The
 # thresholds are issue #13's, never loosened.
-KNOWN_SHORTFALLS: dict[str, str] = {}
+KNOWN_SHORTFALLS: dict[str, str] = {
+    "claim_f1": "measured 0.431 [0.256, 0.571] (171 test-half reviews, 69 gold bad claims; "
+                "precision 0.667, recall 0.319): unlisted features and compatibility claims "
+                "are not extracted",
+    "relevance_accuracy": "measured 0.521 [0.443, 0.599] (167 within-leaf pairs): within a "
+                          "category leaf relevance_product is near chance",
+}
 
 
 def _figure(name):

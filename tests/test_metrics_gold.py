@@ -216,8 +216,13 @@ def test_primary_labels_come_from_pass1():
     assert [(a.labeller, b.labeller) for a, b in pairs] == [("pass1", "pass2")]
     same = _item(PACK_REVIEW, PACK_GOLD, iid="x", labeller="pass2")
     assert len(g.primary_and_second([one, same])[0]) == 1       # a line given twice
+    one.where, other = "a.jsonl:1", _item(PACK_REVIEW, [], iid="x", labeller="pass2")
+    other.where = "a.jsonl:7"
     with pytest.raises(HarnessError, match="labelled again"):
-        g.primary_and_second([one, _item(PACK_REVIEW, [], iid="x", labeller="pass2")])
+        g.primary_and_second([one, other])
+    other.where = "b.jsonl:1"                   # another file: a second pass of the same id
+    primary, pairs = g.primary_and_second([one, other])
+    assert primary == [one] and pairs == [(one, other)]
 
 
 # --- halves ----------------------------------------------------------------------------------

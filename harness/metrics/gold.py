@@ -149,10 +149,16 @@ def read_gold(paths: Iterable[str | Path]) -> list[GoldItem]:
 def primary_and_second(items: list[GoldItem]) -> tuple[list[GoldItem], list[tuple[GoldItem,
                                                                                      GoldItem]]]:
     """One item per id for the figures (the 'pass1' label when an id was labelled twice, else
-    the first seen) and the (first, second) pairs of doubly labelled ids for the agreement."""
+    the first seen) and the (first, second) pairs of doubly labelled ids for the agreement.
+    An id labelled twice in one file by one labeller is an error (unless the lines are equal);
+    in two files it is a second pass whatever the labeller field says."""
+    def file_of(it: GoldItem) -> str:
+        return it.where.rsplit(":", 1)[0]
+
     by_id: dict[str, list[GoldItem]] = defaultdict(list)
     for it in items:
-        same = [o for o in by_id[it.id] if o.labeller == it.labeller]
+        same = [o for o in by_id[it.id] if o.labeller == it.labeller
+                and file_of(o) == file_of(it)]
         if same:
             if same[0].claims == it.claims and same[0].fluency == it.fluency:
                 continue        # the same line twice
@@ -770,5 +776,9 @@ def run_gold(gold_files: list[str | Path], records: list[dict] | None = None, *,
                                           and not r["win"]][:N_ERRORS]
     if "agreement" in parts:
         report["agreement"] = agreement(second)
+        kinds = sorted({a.kind for a, _ in second})
+        if len(kinds) > 1:
+            report["agreement"]["by_item_kind"] = {
+                k: agreement([(a, b) for a, b in second if a.kind == k]) for k in kinds}
     report["acceptance"] = _acceptance(report)
     return GoldRun(report, errors if error_analysis else {})

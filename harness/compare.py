@@ -422,6 +422,12 @@ def preflight(cfg: CompareConfig, cells: list[Cell]) -> None:
     from .data import SPLITS
     from .tasks_registry import read_records, task_names
 
+    if cfg.limit is not None and int(cfg.limit) < 1:
+        raise HarnessError(f"--limit {cfg.limit}: expected 1 or more documents")
+    bad = [p for p in (cfg.gen_kwargs or "").split(",") if p.strip() and "=" not in p]
+    if bad:
+        raise HarnessError(f"--gen-kwargs {cfg.gen_kwargs!r}: {bad[0]!r} is not key=value "
+                           f"(e.g. max_gen_toks=64)")
     known = task_names()
     for task in cfg.tasks:
         if task not in known:

@@ -126,6 +126,13 @@ def open_model(model: str, lora: str | os.PathLike | None = None, *, n_ctx: int 
                       n_threads=n_threads, seed=seed)
 
 
+def check_settings(max_tokens: int | None, temperature: float) -> None:
+    if max_tokens is not None and int(max_tokens) < 1:
+        raise HarnessError(f"--max-tokens {max_tokens}: expected 1 or more")
+    if temperature < 0:
+        raise HarnessError(f"--temperature {temperature}: expected 0 (greedy) or more")
+
+
 def generate_reviews(model: str, products: Iterable[tuple[str, dict]], *,
                      lora: str | os.PathLike | None = None, max_tokens: int | None = None,
                      temperature: float = 0.0, seed: int = 0, n_ctx: int = 2048,
@@ -144,6 +151,7 @@ def generate_reviews(model: str, products: Iterable[tuple[str, dict]], *,
     from .backends.throughput import METER
     from .prompts import fit_review_prompt, trim_note
 
+    check_settings(max_tokens, temperature)
     lm = lm or open_model(model, lora, n_ctx=n_ctx, n_threads=n_threads, seed=seed)
     max_tokens = int(max_tokens or task_generation_kwargs()["max_gen_toks"])
     until = review_stop()

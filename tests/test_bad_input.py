@@ -339,3 +339,20 @@ def test_list_options_take_repeats_and_commas_alike():
                        (["demo"], "models"), (["demo"], "backends")):
         cmd = dict((tuple(p), c) for p, c in _commands())[tuple(path)]
         assert next(p for p in cmd.params if p.name == name).multiple, (path, name)
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["generate", "--product", "P", "--max-tokens", "-5"], ["--max-tokens -5", "1 or more"]),
+    (["generate", "--product", "P", "--temperature", "-1"], ["--temperature -1.0"]),
+    (["compare", "--limit", "0", "--models", "smollm2-135m-instruct", "--data", "demo"],
+     ["--limit 0"]),
+    (["compare", "--gen-kwargs", "garbage", "--models", "smollm2-135m-instruct", "--data",
+      "demo"], ["--gen-kwargs 'garbage'", "not key=value"]),
+])
+def test_out_of_range_settings_are_one_line_not_a_silent_run(tmp_path, args, needles):
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps({"title": "Kettle"}))
+    args = [str(p) if a == "P" else a for a in args] + (
+        ["--output", str(tmp_path / "run")] if args[0] == "compare" else [])
+    one_error_line(run_cli(args, ENV), *needles)
+    assert not (tmp_path / "run").exists()

@@ -120,9 +120,11 @@ def register(app) -> None:
     ):
         """Write reviews for products with a GGUF model offline, streamed, with throughput."""
         from ..backends.throughput import METER
-        from ..generate import ReviewLog, generate_reviews, open_model, read_products
+        from ..generate import (ReviewLog, check_settings, generate_reviews, open_model,
+                                read_products)
 
         out = output or out_alias
+        check_settings(max_tokens, temperature)
         products = read_products(product)   # every product checked before the model loads
         log = None
         if out is not None:

@@ -51,4 +51,4 @@ def resolve_data_file(task: str, split: str, data: str | os.PathLike | None = No
             return cand
     raise HarnessError(f"{p}: no {task} data for split {split!r} "
                        f"(looked for {p / task / f'{split}.jsonl'} and {p / f'{split}.jsonl'}); "
-                       f"run `harness data prepare --raw-dir RAW --out {p}`")
+                       f"run `harness data prepare --raw-dir RAW --output {p}`")

@@ -536,6 +536,12 @@ def _comp_words(c: dict) -> str:
             f"95% CI [{c['lo']:+.3g}, {c['hi']:+.3g}])")
 
 
+def _same_words(c: dict) -> str:
+    if c["lo"] == c["hi"] == 0:
+        return f"{c['metric']} (the same on every document)"
+    return f"{c['metric']} ({c['diff']:+.3g}, 95% CI [{c['lo']:+.3g}, {c['hi']:+.3g}])"
+
+
 def _verdict_md(rows: list[dict], comps: list[dict], verdict: list[dict]) -> list[str]:
     by_key = {(c["model"], c["variant"], c["adapter"], c["backend"], c["task"], c["metric"]): c
               for c in comps}
@@ -576,9 +582,8 @@ def _verdict_md(rows: list[dict], comps: list[dict], verdict: list[dict]) -> lis
             rest = len(v["unchanged"]) - len(same_p)
             if v["unchanged"]:
                 lines.append("  - no significant change: " + "; ".join(
-                    f"{m} ({by_key[(*key, m)]['diff']:+.3g}, 95% CI "
-                    f"[{by_key[(*key, m)]['lo']:+.3g}, {by_key[(*key, m)]['hi']:+.3g}])"
-                    for m in same_p) + (" and " if same_p and rest else "") +
+                    _same_words(by_key[(*key, m)]) for m in same_p) +
+                    (" and " if same_p and rest else "") +
                     (f"{rest} other metric{'s' * (rest != 1)}" if rest else "") + ".")
             (gb, gt), (mb, mt) = (v["speed"][k] for k in ("generation_tokens_per_second",
                                                           "peak_rss_mb"))

@@ -46,6 +46,7 @@ def test_report_opens_with_a_verdict_then_key_metrics_then_the_full_table(tmp_pa
     assert "length_words" in _bullet(verdict, "- changed (no better direction):")
     same = _bullet(verdict, "- no significant change:")
     assert "relevance_product (" in same and "95% CI [-" in same
+    assert "bits_per_byte (the same on every document)" in same
     assert "40 → 38 generated tokens/s" in _bullet(verdict, "- speed:")
     # gemma3-270m's tuned cell failed: no verdict, said so; the unavailable models once
     gemma = verdict.split("### gemma3-270m", 1)[1]

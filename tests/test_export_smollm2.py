@@ -93,9 +93,9 @@ def test_generate_offline_with_lora_and_q4_k_m(smol, tmp_path, no_network):
     _, _, lora, full = smol
     product = _product_file(tmp_path)
     runner = CliRunner()
-    for args in (["--model", str(full.files["q4_k_m"])],
-                 ["--model", NAME, "--lora", str(lora.files["lora"])]):
-        out = tmp_path / "reviews.jsonl"
+    for i, args in enumerate((["--model", str(full.files["q4_k_m"])],
+                              ["--model", NAME, "--lora", str(lora.files["lora"])])):
+        out = tmp_path / f"reviews-{i}.jsonl"   # one file per model: --out resumes its own
         res = runner.invoke(app, ["generate", *args, "--product", str(product),
                                   "--max-tokens", "24", "--threads", "1", "--out", str(out)])
         assert res.exit_code == 0, res.output

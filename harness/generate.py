@@ -185,28 +185,25 @@ def generate_reviews(model: str, products: Iterable[tuple[str, dict]], *,
 
 
 class ReviewLog:
-    """`generate --out FILE`: one JSONL line per review, appended and flushed as soon as the
+    """`generate --output FILE`: one JSONL line per review, appended and flushed as soon as the
     review is done, so a crash or a bad product later on loses nothing. Each line carries the
     settings it was made with (`settings`); rerunning with the same FILE and settings skips
     the products already there (resume). A file made with other settings is an error, never
-    mixed in. A torn last line (a crash mid-write) is dropped on resume."""
+    mixed in. A torn last line (a crash mid-write) is dropped on resume. The file is touched
+    only when the first new review is done (a run that fails before leaves it as it was)."""
 
     def __init__(self, path: str | os.PathLike, settings: dict, overwrite: bool = False):
-        from .io import write_jsonl
-
         self.path, self.settings = Path(path), dict(settings)
         self.done: dict[str, dict] = {}
+        self._opened = False
         if self.path.exists() and not overwrite:
             rows = self._read()
             other = next((r for r in rows if r.get("settings") != self.settings), None)
             if other is not None:
                 raise HarnessError(f"{self.path}: holds reviews made with other settings "
-                                   f"({other.get('settings')}); choose another --out or add "
-                                   f"--overwrite")
+                                   f"({other.get('settings')}); choose another --output or "
+                                   f"add --overwrite")
             self.done = {str(r["id"]): r for r in rows}
-            write_jsonl(self.path, rows)   # atomically, without a torn last line
-        else:
-            write_jsonl(self.path, [])
 
     def _read(self) -> list[dict]:
         rows = []
@@ -221,14 +218,19 @@ class ReviewLog:
                 if lineno == len(lines):
                     break   # torn by a crash while it was written
                 raise HarnessError(f"{self.path}:{lineno}: malformed JSON line; not a "
-                                   f"`generate --out` file? choose another --out") from None
+                                   f"`generate --output` file? choose another --output") from None
             if not isinstance(row, dict) or "id" not in row:
                 raise HarnessError(f"{self.path}:{lineno}: not a review line (no \"id\"); "
-                                   f"choose another --out")
+                                   f"choose another --output")
             rows.append(row)
         return rows
 
     def add(self, row: dict) -> None:
+        from .io import write_jsonl
+
+        if not self._opened:   # the rows kept so far, atomically, without a torn last line
+            write_jsonl(self.path, list(self.done.values()))
+            self._opened = True
         row = {**row, "settings": self.settings}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

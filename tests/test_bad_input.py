@@ -356,3 +356,20 @@ def test_out_of_range_settings_are_one_line_not_a_silent_run(tmp_path, args, nee
         ["--output", str(tmp_path / "run")] if args[0] == "compare" else [])
     one_error_line(run_cli(args, ENV), *needles)
     assert not (tmp_path / "run").exists()
+
+
+def test_generate_output_is_untouched_until_a_review_is_done(tmp_path):
+    from harness.generate import ReviewLog
+
+    out = tmp_path / "reviews.jsonl"
+    out.write_text('{"id": "a", "review": "old", "settings": {"model": "m"}}\n{"id": "b", "re')
+    before = out.read_text()
+    log = ReviewLog(out, {"model": "m"})                 # resume: the torn line is not kept
+    assert list(log.done) == ["a"] and out.read_text() == before
+    ReviewLog(out, {"model": "other"}, overwrite=True)    # nothing done: nothing replaced
+    assert out.read_text() == before
+    log.add({"id": "c", "review": "new"})
+    assert [json.loads(ln)["id"] for ln in out.read_text().splitlines()] == ["a", "c"]
+    res = run_cli(["generate", "--product", str(tmp_path / "p.json"), "--output",
+                   str(tmp_path / "new.jsonl")], ENV)
+    assert res.returncode == 2 and not (tmp_path / "new.jsonl").exists()

@@ -162,6 +162,15 @@ def check_argv(argv: list[str]) -> list[str]:
     tasks = _flag_value(argv, "--tasks") if "--tasks" in argv else _flag_value(argv, "-t")
     if not [t for t in tasks.split(",") if t.strip()]:
         raise HarnessError("--tasks: empty")
+    limit = _flag_value(argv, "--limit")
+    if limit is not None:
+        try:
+            ok = float(limit) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise HarnessError(f"--limit {limit}: expected a number of documents (or a "
+                               f"fraction of them) above 0")
     meta = _flag_value(argv, "--metadata")
     if meta is not None:
         try:
@@ -215,6 +224,10 @@ def run_cli(argv: list[str]) -> None:
             from .tasks_registry import task_names
             raise HarnessError(f"--tasks: {e}; this harness's tasks: {', '.join(task_names())} (and "
                                f"lm-eval's own: `.venv/bin/lm_eval ls tasks`)") from None
+        if "Attempted to load model" in str(e):
+            raise HarnessError(f"--model {_flag_value(argv, '--model')}: no such lm-eval model; "
+                               f"ours: llama-cpp, hf (lm-eval's own: `.venv/bin/lm_eval run "
+                               f"--help`)") from None
         raise
     finally:
         sys.argv = old

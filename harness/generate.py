@@ -55,10 +55,13 @@ def _product_of(obj, where: str) -> dict:
     product schema (harness.schema: wrong types are one error naming the field)."""
     from .schema import validate_product
 
-    product = obj.get("product", obj) if isinstance(obj, dict) else None
+    from .schema import _type_name
+
+    product = obj.get("product", obj) if isinstance(obj, dict) else obj
     if not isinstance(product, dict):
+        what = "\"product\" " if isinstance(obj, dict) else ""
         raise HarnessError(f"{where}: expected a product JSON object (or a record with "
-                           f"\"product\"), got {type(obj).__name__}")
+                           f"\"product\"), got {what}{_type_name(product)}")
     return validate_product(product, where)
 
 

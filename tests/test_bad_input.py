@@ -95,6 +95,13 @@ def test_generate_rejects_badly_typed_products_before_loading_a_model(tmp_path):
     one_error_line(res, f"{f}:2", "features[1]", "null")
 
 
+def test_generate_record_whose_product_is_not_an_object_names_it(tmp_path):
+    from harness.generate import parse_products
+
+    with pytest.raises(HarnessError, match=r'p.json\[1\]: .*got "product" integer'):
+        parse_products(json.dumps([{"title": "A"}, {"product": 5}]), "p.json")
+
+
 def test_generate_string_fields_are_not_split_into_characters():
     from harness.generate import parse_products
     from harness.prompts import review_prompt
@@ -244,6 +251,9 @@ def test_report_of_a_manifest_without_cells_is_one_line(tmp_path):
       "product_review", "--metadata", "{data: demo}"], ["--metadata", "JSON object"]),
     (["--model", "llama-cpp", "--model-args", "model=smollm2-135m-instruct,oops", "--tasks",
       "product_review"], ["--model_args", "'oops' is not key=value"]),
+    (["--model", "llama-cpp", "--model_args", "model=smollm2-135m-instruct", "--tasks",
+      "product_review", "--limit", "0"], ["--limit 0", "above 0"]),
+    (["--model", "lama-cpp", "--tasks", "product_review"], ["--model lama-cpp", "llama-cpp"]),
 ])
 def test_eval_mistakes_are_one_line(tmp_path, args, needles):
     bad = tmp_path / "renamed.gguf"

@@ -331,6 +331,7 @@ def test_error_lines_keep_square_brackets(tmp_path):
     (["data", "prepare"], "--output", "--out"), (["data", "curate"], "--output", "--out"),
     (["export"], "--output", "--out"), (["generate"], "--output", "--out"),
     (["compare"], "--threads", "--n-threads"), (["compare"], "--model-args", "--model_args"),
+    (["score"], "--output", "--out"), (["metrics", "validate"], "--output", "--out"),
 ])
 def test_consistent_flags_with_old_spellings_hidden(path, new, old):
     cmd = dict((tuple(p), c) for p, c in _commands())[tuple(path)]

@@ -41,8 +41,8 @@ def _fmt(v) -> str:
 def score_cmd(
     results_dir: Path = typer.Argument(..., help="A results folder (searched recursively for "
                                        "samples_product_review*.jsonl) or one samples file."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write scores here (mirrors the "
-                                       "folders) instead of next to each samples file."),
+    out: Optional[Path] = typer.Option(None, "--output", help="Write scores here (mirrors "
+                                       "the folders) instead of next to each samples file."),
     model_under_test: Optional[str] = typer.Option(
         None, "--model-under-test", help="Registry name / path of the evaluated model "
         "[default: from the results JSON]; picks the fluency reference LM."),
@@ -53,11 +53,13 @@ def score_cmd(
                                             help="Local NLI model directory (optional tier)."),
     scorers: Optional[str] = typer.Option(None, "--scorers", help="Comma-separated subset "
                                           "of: hallucination,fluency,relevance,nli."),
+    out_alias: Optional[Path] = typer.Option(None, "--out", hidden=True),
 ):
     """(Re)score saved product_review samples in this process: hallucination, fluency and
     relevance per sample and per run → scores_*.jsonl / scores_*.json."""
     from ..metrics.rescore import count_samples, rescore
 
+    out = out or out_alias
     total = count_samples(results_dir)
     overrides = {"model_under_test": model_under_test, "fluency_reference": fluency_reference,
                  "nli_model": nli_model, "scorers": scorers}
@@ -94,7 +96,7 @@ def validate_cmd(
     data: Optional[Path] = typer.Option(None, "--data", help="An already prepared folder "
                                         "instead of --raw-dir (with --gold: default the "
                                         "project's prepared data)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for validation.json "
+    out: Optional[Path] = typer.Option(None, "--output", help="Folder for validation.json "
                                        "(gold_validation.json with --gold)."),
     seed: int = typer.Option(0, "--seed"),
     n_fluency: int = typer.Option(200, "--n-fluency", help="Real reviews in the fluency test "
@@ -110,6 +112,7 @@ def validate_cmd(
                              "(dev|test|all; by a stable hash of product_id)."),
     errors: Optional[Path] = typer.Option(None, "--errors", help="With --gold: write the error "
                                           "analysis of the development half here (JSON)."),
+    out_alias: Optional[Path] = typer.Option(None, "--out", hidden=True),
 ):
     """Prove the metrics on planted cases from real reviews (fixed seed): injected wrong
     facts, clean reviews, perturbed texts, own vs other-category reviews. Writes
@@ -118,6 +121,7 @@ def validate_cmd(
     With --gold FILE ...: against a gold set labelled by reading (see --gold)."""
     from ..io import HarnessError, write_json
 
+    out = out or out_alias
     if extra_gold and not gold:
         raise HarnessError(f"unexpected argument(s) {' '.join(map(str, extra_gold))} "
                            f"(gold files go after --gold)")
@@ -125,7 +129,7 @@ def validate_cmd(
         return _validate_gold(list(gold) + list(extra_gold or []), raw_dir, data, out,
                               fluency_reference, only, half, errors)
     if out is None:
-        raise HarnessError("give --out DIR (the folder for validation.json)")
+        raise HarnessError("give --output DIR (the folder for validation.json)")
     from ..metrics.validate import THRESHOLDS, load_records, run_validation
 
     records = load_records(raw_dir, data)

@@ -144,3 +144,48 @@ def test_generate_input_gives_clean_products_or_one_error(items, form, junk):
     for pid, product in got:
         assert isinstance(pid, str)
         check_clean(product)
+
+
+HEADER = "product_id,product_name,category,discounted_price,actual_price,about_product," \
+         "review_content,rating"
+csv_cells = st.text(max_size=25) | st.sampled_from(['"', '""', '"a,b"', "\r", "\n", "₹1,099",
+                                                     "<b>x", "|", "\x00", "\ufeff"])
+
+
+@SETTINGS
+@given(st.lists(st.lists(csv_cells, min_size=0, max_size=10), max_size=5),
+       st.sampled_from(["csv", "generic-csv", "jsonl"]), st.binary(max_size=8))
+def test_raw_files_give_records_or_one_error(rows, kind, tail):
+    """Whole files (a header, then malformed lines, stray quotes, NULs, bad UTF-8 at the end)
+    through the file readers: records, counted skips, or one HarnessError naming the file."""
+    import tempfile
+    from pathlib import Path
+
+    from harness.data.generic import read_generic
+    from harness.data.review import _iter_json_lines, read_amazon_in_csv
+
+    body = "\n".join(",".join(r) for r in rows)
+    if kind == "jsonl":
+        body = "\n".join(json.dumps(dict(zip(["sku", "name", "reviews"], r))) if i % 2
+                         else ",".join(r) for i, r in enumerate(rows))
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / ("raw.jsonl" if kind == "jsonl" else "raw.csv")
+        path.write_bytes(((HEADER + "\n") if kind != "jsonl" else "").encode() +
+                         body.encode("utf-8", "surrogatepass") + tail)
+        skips = Skips()
+        try:
+            if kind == "csv":
+                got = list(read_amazon_in_csv(path, skips))
+            elif kind == "generic-csv":
+                got = list(read_generic(path, parse_map("title=product_name,review="
+                                                        "review_content,price=actual_price"),
+                                        skips))
+            else:
+                got = [r for r in _iter_json_lines(path, skips)]
+                got = [g for r in got if (g := generic_row(r, parse_map(
+                    "id=sku,title=name,review=reviews"), skips))]
+        except HarnessError as e:
+            assert str(e).startswith(str(path)) and "\n" not in str(e)
+            return
+    for rec in got:
+        check_clean(rec[1])

@@ -165,7 +165,7 @@ def register(app) -> None:
     ):
         """The main job on the embedded default: train missing demo adapters for the bundled
         models on part of the demo set, then compare base and tuned on both backends on the
-        held-out demo products (harness.demo)."""
+        held-out demo products (harness.demo). Exit code 1 when a cell failed."""
         from ..demo import demo
 
         from ..cli import split_list
@@ -177,3 +177,4 @@ def register(app) -> None:
                    progress=_progress_runner(console), console=console)
         console.print(f"[bold]wrote[/] {out['run']}/report.md, report.html, summary.csv; "
                       f"demo wall time {out['wall_s']:.0f} s (training {out['train_s']:.0f} s)")
+        exit_if_failed(out["run"])

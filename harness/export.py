@@ -251,7 +251,7 @@ def output_paths(fmt: str, quants: list[str], out: Path | None, adapter: Adapter
     labels = ["lora"] if fmt == "gguf-lora" else quants
     if out is not None and out.suffix == ".gguf":
         if len(labels) != 1:
-            raise HarnessError(f"--out {out}: give a folder when exporting {len(labels)} files")
+            raise HarnessError(f"--output {out}: give a folder when exporting {len(labels)} files")
         return {labels[0]: out}
     folder = out or (adapter.path / "gguf" if adapter else models.CACHE_DIR / "models")
     return {q: folder / (f"{stem}-lora.gguf" if q == "lora" else f"{stem}.{q}.gguf")

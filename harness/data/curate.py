@@ -273,7 +273,7 @@ def curate(cfg: CurateConfig | None = None, **overrides) -> dict:
     dest = out / TASK
     if dest.resolve() == src["train"].parent.resolve():
         raise HarnessError(f"{dest}: the curated output would overwrite its source data; "
-                           f"choose another --out")
+                           f"choose another --output")
     write_jsonl(dest / "train.jsonl", kept)
     for split in ("validation", "test"):
         with atomic_path(dest / f"{split}.jsonl") as tmp:

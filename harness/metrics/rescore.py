@@ -3,7 +3,7 @@ so no scorer model has to share memory with the model under test.
 
 Reads every samples_product_review*.jsonl below RESULTS_DIR (written by lm-eval or by
 harness.evaluate.save_results), scores the generated text of each sample against its record,
-and writes next to it (or under --out): scores_<name>.jsonl (per sample) and scores_<name>.json
+and writes next to it (or under --output): scores_<name>.jsonl (per sample) and scores_<name>.json
 (run figures + the scoring configuration), both atomically.
 """
 from __future__ import annotations

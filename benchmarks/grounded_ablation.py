@@ -46,7 +46,7 @@ TASK = "product_review"
 METRICS = {"unsupported": "unsupported claims / review", "degenerate_loop": "loop rate",
            "rouge_l": "ROUGE-L", "relevance_reference": "relevance to reference",
            "attribute_coverage": "attribute coverage"}
-ARMS = {"curated": False, "curated-masked": True}   # adapter suffix -> mask_unsupported
+ARMS = {"curated-masked": True, "curated": False}   # adapter suffix -> mask_unsupported (the recipe first)
 FALLBACK_NGRAM = 3
 
 

@@ -26,6 +26,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .decoding import GENERATION_BATCH
 from .io import HarnessError, read_json, sha256_file, write_json
 from .models import availability, get_spec, registry
 from .paths import ADAPTERS_DIR, RESULTS_DIR
@@ -33,8 +34,7 @@ from .paths import ADAPTERS_DIR, RESULTS_DIR
 BACKENDS = ("llama-cpp", "hf", "vllm")  # vllm: GPU clusters only (not installed here)
 DEFAULT_TASKS = ("product_review",)
 # Generation batch per backend (requests decoded together); backends not named here: 1.
-# TODO(lead): set from H1's / H2's measurements of the best batch on this machine.
-DEFAULT_BATCH_SIZE = {"llama-cpp": 8, "hf": 8}
+DEFAULT_BATCH_SIZE = GENERATION_BATCH
 # Backends whose LM switches adapters on a loaded model, and the model_arg naming the adapter.
 ADAPTER_ARG = {"llama-cpp": "lora_path", "hf": "peft"}
 
@@ -89,9 +89,11 @@ def data_fingerprint(task: str, data) -> str:
 
 
 def cell_key(cell: Cell, data_hash: str, limit: int | None,
-             gen_kwargs: str | None = None) -> str:
+             gen_kwargs: str | None = None, batch_size: int | str | None = None) -> str:
     """A cell's cache key. gen_kwargs (e.g. the anti-loop setting) changes the outputs, so it is
-    part of the key: a run with other decoding never reuses these cells (None keeps old keys)."""
+    part of the key: a run with other decoding never reuses these cells (None keeps old keys).
+    So is a generation batch above 1: batched greedy texts can part from one-at-a-time ones at
+    near-tied logits (llama.cpp LoRA / Q5_0 cells, README); batch 1 keeps the old keys."""
     adapter_hash = ""
     if cell.adapter:
         f = Path(cell.adapter) / "adapter_model.safetensors"
@@ -99,6 +101,8 @@ def cell_key(cell: Cell, data_hash: str, limit: int | None,
     parts = [cell.model, cell.variant, adapter_hash, cell.backend, cell.task, data_hash, limit]
     if gen_kwargs and cell.backend != NO_BACKEND:
         parts.append(gen_kwargs)
+    if batch_size not in (None, 1, "1") and cell.backend != NO_BACKEND:
+        parts.append(f"batch_size={batch_size}")
     raw = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
@@ -401,6 +405,13 @@ def batch_sizes(value: dict | int | str | None) -> dict:
     return out
 
 
+def cell_batch(cell: Cell, model_args: dict | None, batch: dict) -> int | str:
+    """The generation batch a cell runs with: a batch_size in its backend's model_args wins over
+    the run's per-backend batch (run_cell applies the same rule)."""
+    extra = (model_args or {}).get(cell.backend) or {}
+    return extra.get("batch_size", batch.get(cell.backend, 1))
+
+
 def _positive(value, what: str) -> int:
     try:
         n = int(str(value).strip())
@@ -480,7 +491,8 @@ def compare(cfg: CompareConfig | None = None, progress=None, **kw) -> Path:
     preflight(cfg, cells)
     data_hashes = {t: data_fingerprint(t, cfg.data) for t in cfg.tasks}
     for c in cells:
-        c.key = cell_key(c, data_hashes[c.task], cfg.limit, cfg.gen_kwargs)
+        c.key = cell_key(c, data_hashes[c.task], cfg.limit, cfg.gen_kwargs,
+                         cell_batch(c, cfg.model_args, batch))
     state = {"config": asdict(cfg), "status": "running", "started": time.time(),
              "cells": [asdict(c) for c in cells]}
     write_json(manifest, state)
@@ -499,7 +511,7 @@ def compare(cfg: CompareConfig | None = None, progress=None, **kw) -> Path:
         try:
             run_cell(c, out / "cells" / c.key, limit=cfg.limit, data=cfg.data,
                      n_threads=cfg.n_threads, seed=cfg.seed, gen_kwargs=cfg.gen_kwargs,
-                     model_args=cfg.model_args, batch_size=batch.get(c.backend, 1),
+                     model_args=cfg.model_args, batch_size=cell_batch(c, None, batch),
                      models=models)
             c.status = "done"
         except HarnessError as e:

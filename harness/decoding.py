@@ -14,6 +14,9 @@ a LogitsProcessor that slices the prompt off (harness.backends.hf).
 from __future__ import annotations
 
 GEN_KEY = "no_repeat_ngram_generated"
+# Greedy requests decoded together per backend (llama.cpp: BatchDecoder; transformers: lm-eval's
+# batch_size with left padding). Backends not named: 1. Measured with benchmarks/compare_speed.py.
+GENERATION_BATCH = {"llama-cpp": 8, "hf": 8}
 
 
 def pop_setting(gen_kwargs: dict) -> int:

@@ -14,7 +14,8 @@ import numpy as np
 from .io import HarnessError, read_json, read_jsonl, write_json, write_text
 
 THROUGHPUT = ("prompt_tokens_per_second", "generation_tokens_per_second",
-              "time_to_first_token_s", "wall_s", "peak_rss_mb")
+              "aggregate_generation_tokens_per_second", "time_to_first_token_s", "wall_s",
+              "peak_rss_mb")
 ID_COLS = ("model", "variant", "adapter", "backend", "task", "status", "reason", "n")
 CELL_COLS = ("metric_s", "cell_peak_rss_mb")   # per cell, from harness_cell
 # The metric each task is judged by first (per-sample diffs, plots), best first in this list.
@@ -481,8 +482,9 @@ def _table_cols(rows: list[dict]) -> list[str]:
                           if k not in ID_COLS and k not in THROUGHPUT and k not in
                           ("cell_wall_s", "key", *CELL_COLS) and isinstance(v, (int, float))})
     return ["model", "variant", "adapter", "backend", "task", "status", "n", *metric_cols,
-            "prompt_tokens_per_second", "generation_tokens_per_second", "time_to_first_token_s",
-            "peak_rss_mb", "cell_peak_rss_mb", "cell_wall_s", "metric_s"]
+            "prompt_tokens_per_second", "generation_tokens_per_second",
+            "aggregate_generation_tokens_per_second", "time_to_first_token_s", "peak_rss_mb",
+            "cell_peak_rss_mb", "cell_wall_s", "metric_s"]
 
 
 def _best(rows: list[dict], col: str, dirs: dict[str, bool]):

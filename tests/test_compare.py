@@ -176,3 +176,17 @@ def test_cell_key_depends_on_gen_kwargs():
     assert cell_key(c, "abc", 5, None) == plain
     off = cell_key(c, "abc", 5, "no_repeat_ngram_generated=0")
     assert off != plain and off != cell_key(c, "abc", 5, "no_repeat_ngram_generated=3")
+
+
+def test_cell_key_depends_on_batch_size():
+    """Batched greedy texts can part from one-at-a-time ones at near-ties, so a run with another
+    generation batch never reuses cached cells; a batch_size in model_args is the one used."""
+    from harness.compare import DEFAULT_BATCH_SIZE, Cell, cell_batch, cell_key
+
+    c = Cell("smollm2-135m-instruct", "base", "llama-cpp", "product_review")
+    assert cell_key(c, "abc", 5, None, 1) == cell_key(c, "abc", 5)
+    assert cell_key(c, "abc", 5, None, 8) != cell_key(c, "abc", 5, None, 4)
+    assert cell_batch(c, None, DEFAULT_BATCH_SIZE) == DEFAULT_BATCH_SIZE["llama-cpp"]
+    assert cell_batch(c, {"llama-cpp": {"batch_size": 2}}, DEFAULT_BATCH_SIZE) == 2
+    ref = Cell("reference", "human", "-", "product_review")
+    assert cell_key(ref, "abc", 5, None, 8) == cell_key(ref, "abc", 5)

@@ -28,13 +28,13 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
-from ..decoding import banned_next, pop_setting
+from ..decoding import GENERATION_BATCH, banned_next, pop_setting
 from ..io import HarnessError
 from ..models import resolve_gguf
 from .llama_scoring import decode_rows, set_lora
 from .throughput import METER
 
-DEFAULT_BATCH_SIZE = 8   # greedy requests decoded together: best of 1/4/8/16 measured here
+DEFAULT_BATCH_SIZE = GENERATION_BATCH["llama-cpp"]   # greedy requests decoded together
 
 
 def _bool(v) -> bool:

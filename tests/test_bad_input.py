@@ -145,6 +145,32 @@ def test_title_too_long_for_the_context_is_an_error(smol_lm):
                               lm=smol_lm))
 
 
+def test_llama_cpp_backend_trims_the_product_not_the_template(smol_lm):
+    """The lm-eval path (harness eval / compare) fits an over-long product prompt the same
+    way: the chat template and the instruction stay, product fields go; other contexts keep
+    their end."""
+    from harness.generate import review_context
+    from harness.prompts import REVIEW_INSTRUCTION, review_prompt
+
+    product = {"title": "Steel Water Bottle 1 L", "brand": "Acme",
+               "features": [f"Feature number {i} " + "keeps water cold " * 8 for i in range(6)],
+               "details": {f"Detail {i}": "a long value " * 20 for i in range(10)}}
+    ctx = review_context(smol_lm, review_prompt(product))
+    assert len(smol_lm.prompt_tokens(ctx)) > 512 - 64
+    toks = smol_lm.fit_prompt(ctx, 64)
+    text = smol_lm.llm.detokenize(toks).decode("utf-8", "replace")
+    full = smol_lm.prompt_tokens(ctx)
+    assert len(toks) <= 512 - 64
+    assert toks[:8] == full[:8] and toks[-8:] == full[-8:]   # template start and end kept
+    assert text.lstrip().startswith("system\n") and REVIEW_INSTRUCTION in text
+    assert "Steel Water Bottle 1 L" in text and "Detail 0" not in text
+    plain = "word " * 2000
+    assert smol_lm.fit_prompt(plain, 64) == smol_lm.prompt_tokens(plain)[-(512 - 64):]
+    with pytest.raises(HarnessError, match="prompt"):
+        smol_lm.fit_prompt(review_context(smol_lm, review_prompt({"title": "Kettle " * 2000})),
+                           64)
+
+
 def test_trim_on_a_rendered_context_for_backends():
     from harness.prompts import fit_review_context, review_prompt
 

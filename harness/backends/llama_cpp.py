@@ -15,6 +15,7 @@ timed into harness.backends.throughput.METER.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import time
 import weakref
@@ -34,6 +35,7 @@ from ..models import resolve_gguf
 from .llama_scoring import decode_rows, set_lora
 from .throughput import METER
 
+log = logging.getLogger("harness.llama_cpp")
 DEFAULT_BATCH_SIZE = GENERATION_BATCH["llama-cpp"]   # greedy requests decoded together
 
 
@@ -426,11 +428,26 @@ class LlamaCppLM(TemplateLM):
 
     # --- generation --------------------------------------------------------------------
     def fit_prompt(self, context: str, max_gen_toks: int) -> list[int]:
-        """The prompt's tokens; when longer than n_ctx - max_gen_toks, its end (as lm-eval's HF
-        backend does); an empty prompt is the prefix token."""
+        """The prompt's tokens, at most n_ctx - max_gen_toks of them; an empty prompt is the
+        prefix token. A product prompt that is too long loses product JSON fields, then
+        features (harness.prompts.fit_review_context), never the instruction or the chat
+        template, with a warning; HarnessError when even its title does not fit. Another
+        task's over-long context keeps its end (as lm-eval's HF backend does), with a warning."""
+        from ..prompts import fit_review_context, trim_note
+
         prompt = self.prompt_tokens(context) or [self.prefix_token_id]
         budget = max(self.n_ctx - max_gen_toks, 1)
-        return prompt[-budget:] if len(prompt) > budget else prompt
+        if len(prompt) <= budget:
+            return prompt
+        if "\nProduct: " not in context:
+            log.warning("prompt of %d tokens > %d (n_ctx %d - max_gen_toks %d): its start is cut",
+                        len(prompt), budget, self.n_ctx, max_gen_toks)
+            return prompt[-budget:]
+        context, dropped = fit_review_context(
+            context, lambda t: len(self.prompt_tokens(t)) <= budget,
+            where=f"prompt ({len(prompt)} tokens, {budget} fit beside {max_gen_toks} to generate)")
+        log.warning("prompt trimmed to fit n_ctx %d: dropped %s", self.n_ctx, trim_note(dropped))
+        return self.prompt_tokens(context)
 
     def generate_one(self, context: str, until: list[str], max_gen_toks: int,
                      temperature: float = 0.0, seed: int | None = None,

@@ -385,6 +385,12 @@ class CompareConfig:
     batch_size: dict | int | str = field(default_factory=lambda: dict(DEFAULT_BATCH_SIZE))
     reuse_models: bool = True        # one loaded model per backend and weights for the run
     adapters_dir: str | None = None  # where tuned adapters are found (None: ADAPTERS_DIR)
+    # who runs the cells: "in-process" (here, one after another) or "ray" (a Ray task each;
+    # harness.executors). address: the Ray cluster (None: a local one on this machine);
+    # ray_resources: backend -> {"num_cpus": N, "num_gpus": M} over harness.executors' table.
+    executor: str = "in-process"
+    address: str | None = None
+    ray_resources: dict | None = None
 
 
 def batch_sizes(value: dict | int | str | None) -> dict:
@@ -473,6 +479,40 @@ def preflight(cfg: CompareConfig, cells: list[Cell]) -> None:
                 break
 
 
+def attempt_cell(c: Cell, out: Path, cfg: CompareConfig, batch: dict,
+                 models: ModelCache) -> None:
+    """Run one cell and set its status: done, or failed with the reason (a traceback in
+    cells/<key>/error.txt for an unexpected error); one broken cell never stops the run."""
+    try:
+        run_cell(c, out / "cells" / c.key, limit=cfg.limit, data=cfg.data,
+                 n_threads=cfg.n_threads, seed=cfg.seed, gen_kwargs=cfg.gen_kwargs,
+                 model_args=cfg.model_args, batch_size=cell_batch(c, None, batch),
+                 models=models)
+        c.status = "done"
+    except HarnessError as e:
+        c.status, c.reason = "failed", str(e)
+    except Exception as e:  # one broken cell must not lose the others
+        c.status, c.reason = "failed", f"{type(e).__name__}: {e}"
+        (out / "cells" / c.key).mkdir(parents=True, exist_ok=True)
+        (out / "cells" / c.key / "error.txt").write_text(traceback.format_exc())
+
+
+def run_in_process(cfg: CompareConfig, out: Path, todo: list[Cell], batch: dict, state: dict,
+                   save, progress=None) -> None:
+    """The default executor: the cells here, one after another in run order, sharing loaded
+    models (ModelCache); run.json saved after each."""
+    models = ModelCache(reuse=cfg.reuse_models)
+    state["model_loads"] = models.loads
+    for i, c in enumerate(todo):
+        if progress:
+            progress(i, len(todo), c)
+        if c.status == "cached":
+            continue
+        attempt_cell(c, out, cfg, batch, models)
+        models.keep_only({lm_key(x) for x in todo[i + 1:] if x.status == "pending"})
+        save()
+
+
 def compare(cfg: CompareConfig | None = None, progress=None, **kw) -> Path:
     """Run (or resume) a comparison; returns the run directory. Rendering is done by
     harness.report.render(run_dir) afterwards (the CLI does both)."""
@@ -493,6 +533,8 @@ def compare(cfg: CompareConfig | None = None, progress=None, **kw) -> Path:
     for c in cells:
         c.key = cell_key(c, data_hashes[c.task], cfg.limit, cfg.gen_kwargs,
                          cell_batch(c, cfg.model_args, batch))
+    from .executors import EXECUTORS, check_executor
+    execute = check_executor(cfg)     # unknown executor / no Ray / dead address: nothing written
     state = {"config": asdict(cfg), "status": "running", "started": time.time(),
              "cells": [asdict(c) for c in cells]}
     write_json(manifest, state)
@@ -501,28 +543,12 @@ def compare(cfg: CompareConfig | None = None, progress=None, **kw) -> Path:
     for c in todo:
         if cfg.resume and (out / "cells" / c.key / "results.json").exists():
             c.status = "cached"
-    models = ModelCache(reuse=cfg.reuse_models)
-    state["model_loads"] = models.loads
-    for i, c in enumerate(todo):
-        if progress:
-            progress(i, len(todo), c)
-        if c.status == "cached":
-            continue
-        try:
-            run_cell(c, out / "cells" / c.key, limit=cfg.limit, data=cfg.data,
-                     n_threads=cfg.n_threads, seed=cfg.seed, gen_kwargs=cfg.gen_kwargs,
-                     model_args=cfg.model_args, batch_size=cell_batch(c, None, batch),
-                     models=models)
-            c.status = "done"
-        except HarnessError as e:
-            c.status, c.reason = "failed", str(e)
-        except Exception as e:  # one broken cell must not lose the others
-            c.status, c.reason = "failed", f"{type(e).__name__}: {e}"
-            (out / "cells" / c.key).mkdir(parents=True, exist_ok=True)
-            (out / "cells" / c.key / "error.txt").write_text(traceback.format_exc())
-        models.keep_only({lm_key(x) for x in todo[i + 1:] if x.status == "pending"})
+
+    def save() -> None:   # run.json as it stands, after each finished cell
         state["cells"] = [asdict(x) for x in cells]
         write_json(manifest, state)
+
+    EXECUTORS[execute](cfg, out, todo, batch, state, save, progress)
     if progress:
         progress(len(todo), len(todo), None)
     state.update(status="finished", finished=time.time(), cells=[asdict(x) for x in cells],

@@ -33,8 +33,10 @@ def run_compare(models: str, tasks: str, backends: str, limit: Optional[int], da
                 output: Optional[Path], resume: bool, n_threads: Optional[int], console,
                 gen_kwargs: Optional[str] = None, model_args: Optional[list] = None,
                 merged_quant: Optional[str] = "q4_k_m", batch_size: Optional[str] = None,
-                reuse_models: Optional[bool] = None) -> Path:
+                reuse_models: Optional[bool] = None, executor: str = "in-process",
+                address: Optional[str] = None, ray_resources: Optional[list] = None) -> Path:
     from ..compare import CompareConfig, batch_sizes, compare
+    from ..executors import parse_ray_resources
     from ..report import render
 
     # None: CompareConfig's default
@@ -45,7 +47,8 @@ def run_compare(models: str, tasks: str, backends: str, limit: Optional[int], da
                         limit=limit, data=data, output=str(output) if output else None,
                         resume=resume, n_threads=n_threads, gen_kwargs=gen_kwargs,
                         model_args=_parse_backend_args(model_args),
-                        merged_quant=merged_quant, **optional)
+                        merged_quant=merged_quant, executor=executor, address=address,
+                        ray_resources=parse_ray_resources(ray_resources) or None, **optional)
     t0 = time.perf_counter()
     run = compare(cfg, progress=_progress_runner(console))
     render(run, console=console)
@@ -128,6 +131,16 @@ def register(app) -> None:
             None, "--reuse-models/--no-reuse-models", help="Load each model once per run and "
             "switch adapters on it, or load a model for every cell (default: "
             + ("reuse" if CompareConfig.reuse_models else "no reuse") + ")."),
+        executor: str = typer.Option("in-process", help="Who runs the cells: in-process "
+                                     "(here, one after another) or ray (a Ray task per cell; "
+                                     "pip install -e '.[ray]')."),
+        address: Optional[str] = typer.Option(None, help="--executor ray: the cluster's "
+                                              "HOST:PORT (default: a local Ray on this "
+                                              "machine)."),
+        ray_resources: Optional[List[str]] = typer.Option(
+            None, "--ray-resources", help="--executor ray: a task's resources per backend, "
+            "e.g. 'hf:num_gpus=1,num_cpus=4' (repeatable; default llama-cpp/hf 1 CPU "
+            "(llama-cpp: --threads), vllm 1 GPU)."),
         n_threads: Optional[int] = typer.Option(None, "--n-threads", hidden=True),
         model_args_alias: Optional[List[str]] = typer.Option(None, "--model_args", hidden=True),
     ):
@@ -140,7 +153,8 @@ def register(app) -> None:
                           ",".join(split_list(backends)), limit, data, output, resume,
                           threads or n_threads, console, gen_kwargs,
                           (model_args or []) + (model_args_alias or []),
-                          ",".join(split_list(merged_quant)), batch_size, reuse_models)
+                          ",".join(split_list(merged_quant)), batch_size, reuse_models,
+                          executor, address, ray_resources)
         exit_if_failed(run)
 
     @app.command("report", rich_help_panel=PANEL)

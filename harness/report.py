@@ -15,7 +15,8 @@ from .io import HarnessError, read_json, read_jsonl, write_json, write_text
 
 THROUGHPUT = ("prompt_tokens_per_second", "generation_tokens_per_second",
               "aggregate_generation_tokens_per_second", "time_to_first_token_s", "wall_s",
-              "peak_rss_mb")
+              "peak_rss_mb", "loglikelihood_tokens_per_doc",
+              "loglikelihood_naive_tokens_per_doc")
 ID_COLS = ("model", "variant", "adapter", "backend", "task", "status", "reason", "n")
 CELL_COLS = ("metric_s", "cell_peak_rss_mb")   # per cell, from harness_cell
 # The metric each task is judged by first (per-sample diffs, plots), best first in this list.

@@ -49,6 +49,22 @@ def test_decodes_per_document(lm):
     assert g.decodes - before == 2 + 1
 
 
+def test_tokens_per_document_against_the_naive_count(lm):
+    """The throughput record counts the tokens run per document (the context once, then each
+    continuation) beside what scoring every pair on its own would run."""
+    from harness.backends.throughput import METER
+
+    METER.reset()
+    lm.loglikelihood(_inst([(CTX, c) for c in CHOICES]), disable_tqdm=True)
+    ctx = [lm.prefix_token_id] + lm.tok_encode(CTX) if lm._add_bos() else lm.tok_encode(CTX)
+    conts = [lm.tok_encode(CTX + c)[len(lm.tok_encode(CTX)):] for c in CHOICES]
+    s = METER.summary()
+    assert s["loglikelihood_docs"] == 1
+    assert s["loglikelihood_tokens_per_doc"] == len(ctx) + sum(len(c) - 1 for c in conts)
+    assert s["loglikelihood_naive_tokens_per_doc"] == sum(len(ctx) + len(c) - 1 for c in conts)
+    assert s["loglikelihood_tokens_per_doc"] < s["loglikelihood_naive_tokens_per_doc"] / 3
+
+
 def test_long_requests_fall_back_and_keep_the_end(lm):
     """Longer than the window (n_ctx=512): scored by score_tokens on the last 512 tokens, the
     same number the grouped path gives for exactly those tokens."""

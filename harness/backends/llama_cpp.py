@@ -598,10 +598,13 @@ class LlamaCppLM(TemplateLM):
         bar = tqdm(total=len(requests), disable=disable_tqdm, desc="llama.cpp loglikelihood")
         for ctx, idx in groups:
             conts = [list(requests[i][2]) for i in idx]
+            naive = sum(len(ctx) + len(c) - 1 for c in conts)   # each pair on its own
             if all(conts) and self._group_scorer().fits(ctx, conts):
                 res = self._group_scorer().score(ctx, conts)
+                METER.add_ranking(1, len(ctx) + sum(len(c) - 1 for c in conts), naive)
             else:
                 res = [self.score_tokens(ctx + c, len(c)) for c in conts]
+                METER.add_ranking(1, naive, naive)   # upper bound: score_tokens reuses a prefix
             for i, r in zip(idx, res):
                 out[i] = r
                 if requests[i][0] is not None:

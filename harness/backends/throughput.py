@@ -22,6 +22,14 @@ generation phase (e.g. one generate_until call) in `with METER.phase():`. `harne
     wall_s                        from backend start to summary (model load included)
     peak_rss_mb                   peak resident memory of the process
     requests, prompt_tokens, generated_tokens, load_s (model and adapter loading)
+
+Loglikelihood ranking (multiple-choice documents; only when there were any):
+    loglikelihood_docs            documents (one shared context, several continuations)
+    loglikelihood_tokens_per_doc  tokens run through the model per document (the shared
+                                  context once, each continuation after it from its KV state)
+    loglikelihood_naive_tokens_per_doc
+                                  what scoring each (context, continuation) pair on its own
+                                  would run: every continuation's full text
 """
 from __future__ import annotations
 
@@ -51,6 +59,9 @@ class Meter:
     phase_s: float = 0.0          # wall seconds inside phase()
     unphased_s: float = 0.0       # total time of add()ed requests timed outside any phase
     max_concurrent: int = 0
+    ll_docs: int = 0              # loglikelihood documents (shared-context groups)
+    ll_tokens: int = 0            # tokens run through the model for them
+    ll_naive_tokens: int = 0      # tokens the pair-by-pair path would run
     _depth: int = 0
 
     def reset(self) -> None:
@@ -79,6 +90,13 @@ class Meter:
         self.decode_s += decode_s
         if not self._depth:
             self.unphased_s += prefill_s + decode_s
+
+    def add_ranking(self, docs: int, tokens: int, naive_tokens: int) -> None:
+        """Loglikelihood documents scored, the tokens run through the model for them, and the
+        tokens scoring each (context, continuation) pair on its own would have run."""
+        self.ll_docs += docs
+        self.ll_tokens += tokens
+        self.ll_naive_tokens += naive_tokens
 
     def _count(self, prompt_tokens: int, ttfts: list[float], gen_tokens: int) -> None:
         self.requests += len(ttfts)
@@ -119,6 +137,10 @@ class Meter:
             "prompt_tokens": self.prompt_tokens,
             "generated_tokens": generated,
             "load_s": round(self.load_s, 3),
+            **({"loglikelihood_docs": self.ll_docs,
+                "loglikelihood_tokens_per_doc": round(self.ll_tokens / self.ll_docs, 1),
+                "loglikelihood_naive_tokens_per_doc": round(self.ll_naive_tokens / self.ll_docs,
+                                                            1)} if self.ll_docs else {}),
         }
 
 

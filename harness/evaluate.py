@@ -101,6 +101,43 @@ def _patch_task_timing() -> None:
     ConfigurableTask._harness_timed = True
 
 
+def _patch_cpu_data_parallel() -> None:
+    """Data-parallel lm-eval on CPU processes: `accelerate launch --num_processes N -m
+    harness.cli eval --model hf ...`. lm-eval's HFLM shards the documents over the processes
+    only when it counts more than one GPU (its `gpus > 1` branch sets rank and world size);
+    on CPU its Accelerator() does not even join the launched processes (accelerate needs
+    cpu=True for that), so every process would run every document. Here, under a launch of
+    N > 1 processes without CUDA, the processes first join one gloo group (PartialState(cpu=
+    True), which HFLM's Accelerator shares), and after HFLM's own __init__ an HFLM on CPU takes
+    rank = process index and world size = N: lm-eval's evaluator then gives
+    each process every N-th document and gathers the samples and metrics on rank 0 (gloo),
+    which alone writes the results. GPU runs take lm-eval's own path, unchanged."""
+    import functools
+
+    from lm_eval.models.huggingface import HFLM
+
+    if getattr(HFLM, "_harness_cpu_dp", False):
+        return
+    orig = HFLM.__init__
+
+    @functools.wraps(orig)
+    def init(self, *a, **k):
+        import torch
+        from accelerate import PartialState
+
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+            # HFLM's Accelerator() then shares this state: one gloo group (MULTI_CPU), not
+            # N single processes (accelerate joins CPU processes only when asked, cpu=True)
+            PartialState(cpu=True)
+        orig(self, *a, **k)
+        acc = getattr(self, "accelerator", None)
+        if acc is not None and acc.num_processes > 1 and getattr(self, "_world_size", 1) == 1 \
+                and self.device.type == "cpu":
+            self._rank, self._world_size = acc.process_index, acc.num_processes
+    HFLM.__init__ = init
+    HFLM._harness_cpu_dp = True
+
+
 def _results_with_throughput(results: dict) -> dict:
     from .backends.throughput import METER
     results["throughput"] = METER.summary()
@@ -212,6 +249,7 @@ def run_cli(argv: list[str]) -> None:
     _register()
     _patch_tracker()
     _patch_task_timing()
+    _patch_cpu_data_parallel()
     from lm_eval._cli.harness import HarnessCLI
 
     old = sys.argv

@@ -368,6 +368,29 @@ def test_cli_missing_product_is_one_error_line(tmp_path):
     assert len(lines) == 1 and "product nowhere:X1" in lines[0] and "g.jsonl:1" in lines[0]
 
 
+def test_cli_writes_report_and_error_analysis(tmp_path):
+    from tests._cli import run_cli
+    data = tmp_path / "prepared" / "product_review"
+    data.mkdir(parents=True)
+    for split in ("train", "validation", "test"):
+        _write(data / f"{split}.jsonl", RECORDS)
+    rows = [_gold_row("kestrel:TRAIL28", 0, PACK_REVIEW, PACK_GOLD),
+            _gold_row("lumo:KETTLE2", 0, "Small enough for my suitcase.", [])]
+    f1 = _write(tmp_path / "a.jsonl", rows[:1])
+    f2 = _write(tmp_path / "b.jsonl", rows[1:])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = run_cli(["metrics", "validate", "--gold", str(f1), str(f2), "--data",
+                   str(tmp_path / "prepared"), "--only", "hallucination", "--half", "all",
+                   "--out", str(tmp_path / "out"), "--errors", str(tmp_path / "errors.json")],
+                  env, timeout=300)
+    assert res.returncode in (0, 1), res.stdout + res.stderr     # 1: below acceptance
+    rep = json.loads((tmp_path / "out" / "gold_validation.json").read_text())
+    assert rep["items"]["in_half"] == 2 and rep["half"] == "all"
+    assert rep["hallucination"]["claims"]["gold_bad_claims"] == 2
+    errs = json.loads((tmp_path / "errors.json").read_text())
+    assert errs["half"] == "dev" and "worst_misses" in errs["hallucination"]
+
+
 # --- the committed gold set on the real data ---------------------------------------------------
 
 GOLD_DIR = ROOT / "tests" / "data"

@@ -127,6 +127,8 @@ def cluster():
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    import shutil
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture
@@ -248,3 +250,28 @@ def test_local_ray_instance_runs_a_cell_on_loopback(tmp_path, env):
     assert state["executor"]["address"] is None and "node:127.0.0.1" in \
         state["executor"]["cluster_resources"]
     assert seen and all(_loopback(s[2]) and (not s[3] or _loopback(s[3])) for s in seen), seen
+
+
+def test_task_resources_and_executor_options():
+    """Resources per backend (--threads asks llama.cpp cells for that many CPUs; --ray-resources
+    over both), and the bad spellings as one HarnessError each, before anything runs."""
+    from harness.compare import CompareConfig
+    from harness.executors import EXECUTORS, check_executor, parse_ray_resources, ray_resources
+    from harness.io import HarnessError
+
+    assert set(EXECUTORS) == {"in-process", "ray"}
+    cfg = CompareConfig(n_threads=2, ray_resources=parse_ray_resources(
+        ["hf:num_gpus=1,num_cpus=4", "vllm:num_gpus=0.5"]))
+    assert ray_resources(cfg, "llama-cpp") == {"num_cpus": 2}
+    assert ray_resources(cfg, "hf") == {"num_cpus": 4, "num_gpus": 1}
+    assert ray_resources(cfg, "vllm") == {"num_cpus": 1, "num_gpus": 0.5}
+    assert ray_resources(cfg, "-") == {"num_cpus": 1}
+    for bad in ("hf", "tpu:num_cpus=1", "hf:num_cpus=-1", "hf:memory=3", "hf:num_gpus=x"):
+        with pytest.raises(HarnessError, match="--ray-resources"):
+            parse_ray_resources([bad])
+    with pytest.raises(HarnessError, match="--executor 'dask': choose from in-process, ray"):
+        check_executor(CompareConfig(executor="dask"))
+    with pytest.raises(HarnessError, match="--address is for --executor ray"):
+        check_executor(CompareConfig(address="127.0.0.1:6379"))
+    with pytest.raises(HarnessError, match="expected HOST:PORT"):
+        check_executor(CompareConfig(executor="ray", address="somewhere"))

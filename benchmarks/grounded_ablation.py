@@ -162,6 +162,8 @@ def main() -> None:
                     "`harness compare` do not pick them up)")
     ap.add_argument("--anti-loop", type=int, default=None, help="no_repeat_ngram_generated N "
                     "of the 'on' runs (default: the task's own, else 3)")
+    ap.add_argument("--arms", default=",".join(ARMS), help="adapters to train and compare: "
+                    "curated-masked (the recipe) and/or curated (curation alone)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
     ap.add_argument("--quiet", dest="progress", action="store_false")
@@ -192,7 +194,10 @@ def main() -> None:
 
     label = Path(a.model).stem if a.model.endswith(".gguf") else a.model
     adapters, records = {}, {}
-    for suffix, mask in ARMS.items():
+    arms = [x.strip() for x in a.arms.split(",") if x.strip()]
+    if not arms or set(arms) - set(ARMS):
+        raise SystemExit(f"--arms: choose from {', '.join(ARMS)}")
+    for suffix, mask in ((k, v) for k, v in ARMS.items() if k in arms):
         dest = adapters_dir / f"{label}-{TASK}-{suffix}"
         records[suffix] = train_arm(a, curated, dest, mask)
         adapters[suffix] = dest
@@ -201,14 +206,18 @@ def main() -> None:
     off = run_compare(a, prepared, out / "compare-antiloop-off",
                       link_adapters(out / "compare-adapters-off", list(adapters.values())), 0)
     on = run_compare(a, prepared, out / "compare-antiloop-on",
-                     link_adapters(out / "compare-adapters-on", [adapters["curated-masked"]]),
+                     link_adapters(out / "compare-adapters-on",
+                                   [v for k, v in adapters.items() if k == "curated-masked"]),
                      anti_loop)
     base = pick(off, "base")
     names = {k: v.name for k, v in adapters.items()}
-    steps = [("(a) curation", pick(off, "tuned", names["curated"])),
-             ("(b) curation + masking", pick(off, "tuned", names["curated-masked"])),
-             (f"(b) + anti-loop (n={anti_loop})", pick(on, "tuned", names["curated-masked"])),
-             (f"base + anti-loop (n={anti_loop})", pick(on, "base"))]
+    steps = [("(a) curation", pick(off, "tuned", names["curated"]))] if "curated" in names \
+        else []
+    if "curated-masked" in names:
+        steps += [("(b) curation + masking", pick(off, "tuned", names["curated-masked"])),
+                  (f"(b) + anti-loop (n={anti_loop})",
+                   pick(on, "tuned", names["curated-masked"]))]
+    steps += [(f"base + anti-loop (n={anti_loop})", pick(on, "base"))]
     rows = [r for step, cell in steps for r in step_rows(step, base, cell)]
     print_table(rows)
     report = {

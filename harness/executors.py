@@ -51,6 +51,7 @@ RAY_RESOURCES = {
 # What the workers need of the driver's environment (a `ray start` node has its own).
 ENV_PREFIXES = ("HARNESS_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "GGML_", "LLAMA_")
 CONNECT_TIMEOUT_S = 5
+HEALTH_TIMEOUT_S = 15
 
 
 def ray_resources(cfg: CompareConfig, backend: str) -> dict:
@@ -121,12 +122,35 @@ def check_executor(cfg: CompareConfig) -> str:
             raise HarnessError(f"--address {cfg.address}: no Ray cluster answers there "
                                f"({e.strerror or e}); start one with `ray start --head` or "
                                f"check the address") from None
+        if not cfg.address.startswith("ray://"):
+            _health_check(cfg)
     return "ray"
 
 
-def _connect(cfg: CompareConfig):
-    """ray.init for this run: a local instance on 127.0.0.1 (all cores) without --address,
-    else the cluster at --address. Returns the ray module."""
+def _health_check(cfg: CompareConfig) -> None:
+    """Ray's own GCS health check (`ray health-check`, also its version check) in a
+    subprocess with a deadline: ray.init retries a port that accepts but is no Ray GCS (or a
+    hung one) for minutes, printing a warning a second."""
+    import subprocess
+    import sys
+
+    _ray_environment(cfg)
+    why = f"no Ray GCS answered within {HEALTH_TIMEOUT_S} s"
+    try:
+        r = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "health-check",
+                            "--address", cfg.address], capture_output=True, text=True,
+                           timeout=HEALTH_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        if r.returncode == 0:
+            return
+        lines = [x.strip() for x in (r.stderr + r.stdout).splitlines() if x.strip()]
+        why = lines[-1][:300] if lines else f"ray health-check exit code {r.returncode}"
+    except subprocess.TimeoutExpired:
+        pass
+    raise HarnessError(f"--address {cfg.address}: not a Ray cluster that answers ({why})")
+
+
+def _ray_environment(cfg: CompareConfig) -> None:
+    """Environment Ray reads at import or connect (see the module docstring)."""
     hp = _host_port(cfg.address) if cfg.address else None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if cfg.address is None or (hp and _loopback(hp[0])):
@@ -137,6 +161,12 @@ def _connect(cfg: CompareConfig):
         # Ray sends its token to an explicit address only in token mode; a `ray start` head
         # turns token auth on whenever a token exists. A cluster without auth takes it too.
         os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def _connect(cfg: CompareConfig):
+    """ray.init for this run: a local instance on 127.0.0.1 (all cores) without --address,
+    else the cluster at --address. Returns the ray module."""
+    _ray_environment(cfg)
     import ray
 
     env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}

@@ -216,15 +216,28 @@ def test_ray_executor_matches_in_process_fails_one_cell_and_resumes(tmp_path, en
     assert not outside, outside
 
 
-def test_dead_address_is_one_error_line_and_no_cell_done(tmp_path, env):
+@pytest.mark.parametrize("listening", [False, True], ids=["refused", "not-ray"])
+def test_dead_address_is_one_error_line_and_no_cell_done(tmp_path, env, listening):
+    """Nothing on the port (connection refused), or a port that accepts connections but is no
+    Ray GCS (where ray.init alone would retry for minutes)."""
     out = tmp_path / "run"
-    t0 = time.time()
-    r = run_cli([*ARGS, "--executor", "ray", "--address", f"127.0.0.1:{_free_port()}",
-                 "--output", str(out)], env, timeout=120)
-    assert time.time() - t0 < 30
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        if listening:
+            server.listen(8)        # the kernel accepts; nobody answers
+        else:
+            server.close()
+        t0 = time.time()
+        r = run_cli([*ARGS, "--executor", "ray", "--address", f"127.0.0.1:{port}",
+                     "--output", str(out)], env, timeout=120)
+        took = time.time() - t0
+    assert took < 30, took
     assert r.returncode == 2, r.stderr
     lines = [x for x in r.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and "no Ray cluster answers there" in lines[0], r.stderr
+    why = "not a Ray cluster that answers (no Ray GCS answered within 15 s)" if listening \
+        else "no Ray cluster answers there"
+    assert len(lines) == 1 and f"--address 127.0.0.1:{port}: {why}" in lines[0], r.stderr
     assert not (out / "run.json").exists() and not (out / "cells").exists()
 
 

@@ -15,6 +15,10 @@ Cells that run on the same weights (base and tuned of a model on one backend; th
 switched with set_adapter) share one loaded model (`reuse_models`); they run one after another
 and the model is freed after the last of them. Each cell records its wall time, the seconds
 spent scoring (`metric_s`) and its own peak RSS (`cell_peak_rss_mb`).
+
+Who runs the cells is an executor (harness.executors.EXECUTORS): "in-process" (default,
+run_in_process: here, in run order) or "ray" (`executor="ray", address=...`: a Ray task per
+cell); both go through attempt_cell and leave the run folder alike.
 """
 from __future__ import annotations
 

@@ -396,7 +396,7 @@ def test_cli_writes_report_and_error_analysis(tmp_path):
 GOLD_DIR = ROOT / "tests" / "data"
 GOLD_REAL = ("gold_reviews_validation.jsonl", "gold_reviews_test.jsonl")
 GOLD_SECOND = ("gold_reviews_pass2_validation.jsonl", "gold_reviews_pass2_test.jsonl")
-GOLD_GENERATED = ("gold_generated_A.jsonl", "gold_generated_B.jsonl")
+GOLD_GENERATED = tuple(sorted(p.name for p in GOLD_DIR.glob("gold_generated_*.jsonl")))
 
 
 @pytest.fixture(scope="module")
@@ -485,6 +485,6 @@ def test_gold_relevance_figure(gold_records, name):
 def test_gold_fluency_figure(gold_records, name):
     files = _gold_files(GOLD_GENERATED)
     if not files:
-        pytest.skip(f"no generated gold files ({', '.join(GOLD_GENERATED)}) in {GOLD_DIR}")
+        pytest.skip(f"no generated gold files (gold_generated_*.jsonl) in {GOLD_DIR}")
     rep = _run(gold_records, _gold_files(GOLD_REAL) + files, ("fluency",))
     _holds(rep, name)

@@ -195,8 +195,12 @@ def validate_product(obj: Any, where: str) -> dict:
 def validate_record(record: dict, where: str, task: str | None = None) -> dict:
     """A task record: its "product" (when it has one, or must: product_review) validated in
     place; product_review also needs a "review" string."""
+    prod = record.get("product")
+    if task != "product_review" and isinstance(prod, dict) and \
+            isinstance(prod.get("title"), str) and not prod["title"].strip():
+        return record   # unusable, not malformed: the task's own check skips and counts it
     if "product" in record or task == "product_review":
-        record = {**record, "product": validate_product(record.get("product"), where)}
+        record = {**record, "product": validate_product(prod, where)}
     if task == "product_review" and not isinstance(record.get("review"), str):
         raise HarnessError(f"{where}: record field review: expected a string, got "
                            f"{_type_name(record.get('review'))}")

@@ -426,6 +426,11 @@ def hallucination_errors(items: list[GoldItem], by_id: dict, claims: list[list[d
     misses.sort(key=lambda x: x[0])
     falses.sort(key=lambda x: x[0])
     return {"misses_total": len(misses), "false_flags_total": len(falses),
+            "misses_by": dict(Counter(f"{d['gold_label']} {d['gold_kind']}, {d['metric']}"
+                                      for _, d in misses).most_common()),
+            "false_flags_by": dict(Counter(
+                f"metric {d['metric_claim']['status']} {d['metric_claim']['kind']}, gold "
+                f"{d['gold_label']}, {d['item_kind']}" for _, d in falses).most_common()),
             "worst_misses": [d for _, d in misses[:n]],
             "worst_false_flags": [d for _, d in falses[:n]]}
 

@@ -239,3 +239,25 @@ def test_set_adapter_matches_fresh_loads(lm, contexts, tmp_path):
 
     fresh = TimedHFLM(model="smollm2-135m-instruct", batch_size=1, peft=a)
     assert generate(fresh, ctxs, 4, n_tok=24) == outs[0]
+
+
+def test_over_long_product_prompt_loses_product_fields_not_the_template(lm):
+    """HFLM cuts an over-long context from the front (chat template and instruction lost);
+    TimedHFLM trims the product JSON first, as the llama.cpp backend and `generate` do."""
+    from harness.prompts import REVIEW_INSTRUCTION, review_prompt
+
+    product = {"title": "Steel Water Bottle 1 L", "brand": "Acme",
+               "features": [f"Feature number {i} " + "keeps water cold " * 8 for i in range(6)],
+               "details": {f"Detail {i}": "a long value " * 20 for i in range(10)}}
+    ctx = lm.apply_chat_template([{"role": "user", "content": review_prompt(product)}])
+    full = lm.tok_encode(ctx)
+    budget = len(full) - 100
+    ids, _ = lm.tok_batch_encode([ctx], left_truncate_len=budget)
+    ids = ids[0].tolist()
+    text = lm.tok_decode(ids, skip_special_tokens=False)
+    assert len(ids) <= budget and ids[:8] == full[:8] and ids[-8:] == full[-8:]
+    assert REVIEW_INSTRUCTION in text and "Steel Water Bottle 1 L" in text
+    assert "Detail 9" not in text
+    plain = "word " * 400   # not a product prompt: HFLM's own rule, the end is kept
+    ids, _ = lm.tok_batch_encode([plain], left_truncate_len=100)
+    assert ids.shape[1] == 100

@@ -14,9 +14,14 @@ batch_size=, ...), plus `model=NAME` to take weights from the registry.
   names `generate_no_loop` as transformers' `custom_generate` callable, which takes the key out
   of generate()'s kwargs and applies the same processor.
 - Adapters: `set_adapter(dir | None)` switches PEFT adapters on the loaded base model.
+- Over-long prompts: a product prompt longer than the room lm-eval leaves for it loses product
+  JSON fields, then features (harness.prompts.fit_review_context), never the instruction or the
+  chat template, with a warning; HFLM would cut it from the front. Other contexts keep HFLM's
+  rule (their end is kept).
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -29,6 +34,8 @@ from ..decoding import GEN_KEY, banned_next, pop_setting
 from ..io import HarnessError
 from ..models import resolve_hf
 from .throughput import METER
+
+log = logging.getLogger("harness.hf")
 
 
 class _FirstTokenClock(LogitsProcessor):
@@ -113,6 +120,28 @@ class TimedHFLM(HFLM):
         # adapter directory -> PEFT adapter name; HFLM names the one given as peft= "default"
         self._adapters = {str(Path(self.peft).resolve()): "default"} if self.peft else {}
         METER.load_s += time.perf_counter() - t0
+
+    def tok_batch_encode(self, strings, padding_side="left", left_truncate_len=None,
+                         truncation=False):
+        if left_truncate_len:
+            strings = [self._fit_product_prompt(s, left_truncate_len) for s in strings]
+        return super().tok_batch_encode(strings, padding_side=padding_side,
+                                        left_truncate_len=left_truncate_len,
+                                        truncation=truncation)
+
+    def _fit_product_prompt(self, context: str, budget: int) -> str:
+        from ..prompts import fit_review_context, trim_note
+
+        def n_tokens(text: str) -> int:
+            return len(self.tok_encode(text, add_special_tokens=self.add_bos_token))
+
+        if "\nProduct: " not in context or n_tokens(context) <= budget:
+            return context
+        fitted, dropped = fit_review_context(context, lambda t: n_tokens(t) <= budget,
+                                             where=f"prompt ({budget} tokens fit)")
+        log.warning("prompt trimmed to fit max_length %d: dropped %s", self.max_length,
+                    trim_note(dropped))
+        return fitted
 
     def set_adapter(self, peft_dir: str | Path | None) -> None:
         """Run with the PEFT adapter in `peft_dir`, or with the bare base model for None. The

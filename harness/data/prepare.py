@@ -79,8 +79,11 @@ def prepare(raw_dir: Path | None, out: Path, tasks: list[str] | None = None,
 
     # import task-specific preparers that register themselves
     from . import extra_preparers  # noqa: F401
+    # all tasks in a fixed order (product_review, then by name), whatever order the
+    # preparers registered in: the first failure, and so the error, does not depend on imports
+    every = ["product_review"] + sorted(t for t in PREPARERS if t != "product_review")
     names = list(dict.fromkeys(tasks or (["product_review"] if custom and raw_dir is None
-                                         else list(PREPARERS))))
+                                         else every)))
     for task in names:
         if task not in PREPARERS:
             raise HarnessError(f"unknown task {task!r}; known: {', '.join(PREPARERS)}")

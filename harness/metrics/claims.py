@@ -51,7 +51,7 @@ def _qual(m: re.Match) -> str | None:
 # Words before a brand/model naming the user's other device or a comparison.
 OTHER_DEVICE_BEFORE = re.compile(
     r"(?:\bmy\b|\bour\b|\bwith (?:my|our|the|a|an|all|any|most)\b|\bfor (?:my|our|all|any|"
-    r"most)\b|\bthan\b|\bvs\.?|\bversus\b|\blike\b|\bunlike\b|\bcompared?\b|\bcompatible\b|"
+    r"most|an?|the)\b|\bthan\b|\bvs\.?|\bversus\b|\blike\b|\bunlike\b|\bcompared?\b|\bcompatible\b|"
     r"\bcompatibility\b|\bsupports?\b|\bworks?\b|\bworking\b|\binstead\b|\bprevious\b|\bold\b|"
     r"\bearlier\b|\bswitched\b|\breplac\w*|\bfrom an?\b|\bused\b|\bhad\b|\bcame\b|\bcoming\b|"
     r"\bupgrad\w*|\bmoved\b|\bshifted\b|\btried\b|\bother\b|\bsimilar\b|\bor\b|/)"
@@ -68,6 +68,8 @@ RATING_CONTEXT = re.compile(r"\b(?:rated|rating|ratings|average|overall|customer
                             r"amazon|listed|shows?)\b", re.I)
 DISCOUNT_CONTEXT = re.compile(r"\boff\b|discount|\bsale\b|\bdeal\b|\bsav(?:e|ed|ing)\b|"
                               r"cheaper|\boffer\b|\bmrp\b|price drop|\breduced\b", re.I)
+PAYMENT_OFFER = re.compile(r"\bcash ?back\b|%\s*back\b|\bbank\b|\bdebit\b|\bcredit card|"
+                           r"\bemi\b|\bcoupons?\b|\breward|\bpoints\b", re.I)
 DURATION_ROLES = [  # first match wins; a duration without a role is a usage period, not a spec
     ("warranty", re.compile(r"warrant|guarant", re.I)),
     ("charging_time", re.compile(r"\b(?:charg\w*|recharg\w*)\b[^.!?]{0,25}\b(?:in|within|takes?|"
@@ -177,6 +179,8 @@ def percent_claims(text: str, spans: _Spans, out: list) -> None:
         v = parse_num(m.group("n"))
         if v == 100 or v > 100:  # "100% satisfied" is an intensifier, not a fact
             continue
+        if PAYMENT_OFFER.search(_window(text, m.start(), m.end(), 30, 30)):
+            continue  # a bank-card / cashback offer of the purchase, not the listing's discount
         disc = bool(DISCOUNT_CONTEXT.search(_window(text, m.start(), m.end(), 30, 20)))
         out.append(Claim("discount" if disc else "percent", m.group(0).strip(), m.start(),
                          m.end(), "discount_percent" if disc else "percent", v, _qual(m)))
@@ -257,11 +261,34 @@ OTHER_DEVICE_NOUN = re.compile(r"\s*-?\s*(?:phones?|mobiles?|smartphones?|laptop
                                re.I)
 
 
+LIST_GAP = re.compile(r"[\s()\[\],;/|&+-]*")
+
+
+def _list_tails(text: str, qs: list) -> set[int]:
+    """Indices of quantities that continue a bare list: three or more values of one dimension
+    with nothing but punctuation between them ("126-inch 50-inch (70.5 mm) 1.25-inch ...", a
+    spec dump) state no single value of the product; only the list's first value is read."""
+    drop, i = set(), 0
+    while i < len(qs):
+        j = i
+        while j + 1 < len(qs) and qs[j + 1].dim == qs[i].dim and \
+                LIST_GAP.fullmatch(text[qs[j].end:qs[j + 1].start]):
+            j += 1
+        if j - i >= 2:
+            drop.update(range(i + 1, j + 1))
+        i = j + 1
+    return drop
+
+
 def quantity_claims(text: str, spans: _Spans, out: list, keep_roleless: bool = False) -> None:
-    for q in find_quantities(text):
+    qs = find_quantities(text)
+    tails = set() if keep_roleless else _list_tails(text, qs)
+    for i, q in enumerate(qs):
         if not spans.free(q.start, q.end):
             continue
         spans.take(q.start, q.end)
+        if i in tails:
+            continue
         before = text[max(0, q.start - 20):q.start]
         if not keep_roleless and (MY_BEFORE.search(before) or (
                 FOR_A_BEFORE.search(before) and OTHER_DEVICE_NOUN.match(text[q.end:]))):
@@ -382,6 +409,28 @@ def _names_subject(after: str, subject: set[str] | None) -> bool:
     return bool(subject and m and m.group(1).lower() in subject)
 
 
+DEVICE_NOUNS = re.compile(r"(?:phones?|mobiles?|smartphones?|laptops?|notebooks?|tablets?|tabs?|"
+                          r"tvs?|televisions?|pcs?|desktops?|computers?|monitors?|macbooks?|"
+                          r"consoles?|cars?|bikes?|routers?|cameras?|watch(?:es)?|"
+                          r"earphones?|headphones?|speakers?|printers?)", re.I)
+
+
+def _names_other_device(after: str, subject: set[str] | None) -> bool:
+    """The brand names another device: one of the next three words (model codes between are
+    allowed) is a device noun that does not name this product ("MSI gf63 laptop" in a review
+    of a headphone splitter)."""
+    m = re.match(r"[®™]?((?:\s+[\w-]+){1,3})", after)
+    if not m:
+        return False
+    for raw in m.group(1).split():
+        w = raw.lower()
+        if DEVICE_NOUNS.fullmatch(w):
+            return not (subject and (w in subject or w.rstrip("s") in subject))
+        if not re.fullmatch(r"[\w-]+", raw):
+            break
+    return False
+
+
 def brand_claims(text: str, spans: _Spans, out: list, subject: set[str] | None = None,
                  own: str | None = None) -> None:
     exact = {b for b in lx.known_brands() if b != b.lower() and b != b.capitalize()}
@@ -409,6 +458,8 @@ def brand_claims(text: str, spans: _Spans, out: list, subject: set[str] | None =
             OWN_PRODUCT_BEFORE.search(before)
         if _names_subject(after, subject):
             other_ctx = False  # "my first Samsung phone" when the product is a phone
+        elif _names_other_device(after, subject):
+            other_ctx = True   # "MSI gf63 laptop" in a review of a headphone splitter
         out.append(Claim("brand", m.group(0), m.start(), m.end(), "brand", key, None,
                          {"other_context": other_ctx}))
 

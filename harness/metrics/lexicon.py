@@ -127,7 +127,8 @@ FEATURES = {
     "spo2": (r"spo2|blood oxygen", None), "sleep tracking": (r"sleep (?:tracking|monitor\w*)",
                                                             None),
     "step counter": (r"step (?:count\w*|track\w*)|pedometer", None),
-    "fingerprint sensor": (r"finger ?print(?: sensor| scanner| reader| unlock)?", None),
+    "fingerprint sensor": (r"finger ?print(?:er)?(?: sensor| scanner| reader| unlock)?",
+                           None),
     "face unlock": (r"face unlock|face id|face recognition", None),
     "nfc": (r"\bnfc\b", None), "5g": (r"\b5g\b(?!hz)", "network"), "4g": (r"\b4g\b|\blte\b|volte",
                                                                      "network"),
@@ -150,6 +151,13 @@ FEATURES = {
     "cash on delivery": (r"cash on delivery", None),
     "no expiry": (r"(?:no|never) expir\w*|does not expire|doesn't expire|never expires", None),
     "reloadable": (r"reloadable", None),
+    # size / weight / make words a listing states as attributes (LABELLING.md: "lightweight",
+    # "portable", "compact" are feature claims, not opinions)
+    "lightweight": (r"light[- ]?weight|feather[- ]?(?:light|weight)", None),
+    "portable": (r"portable|travel[- ]friendly", None),
+    "compact": (r"compact", None), "slim": (r"slim|ultra[- ]?thin|slimline", None),
+    "eco-friendly": (r"eco[- ]?friendly|environment(?:ally)?[- ]friendly|recyclable|"
+                     r"biodegradable|recycled", None),
 }
 
 # --- brands ------------------------------------------------------------------------------

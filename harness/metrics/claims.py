@@ -547,9 +547,72 @@ def feature_claims(text: str, spans: _Spans, out: list) -> None:
             out.append(Claim("feature", m.group(0), m.start(), m.end(), "feature", name))
 
 
+# --- compatibility: the devices a review says the product works with -----------------------
+# Device words by group; a claim names a group, and any word of the group in the JSON supports
+# it ("phone" is supported by "smartphones", "iPad" by "tablet").
+DEVICE_GROUPS = {
+    "iphone": r"iphones?",
+    "phone": r"(?:smart ?|mobile |cell ?)?phones?|mobiles?",
+    "ipad": r"ipads?",
+    "tablet": r"tablets?|tabs",
+    "macbook": r"macbooks?",
+    "laptop": r"laptops?|notebooks?|ultrabooks?|chromebooks?",
+    "computer": r"computers?|pcs?|desktops?|imacs?",
+    "tv": r"(?:smart |led |android )?tvs?|televisions?",
+    "set-top-box": r"set[- ]?top box(?:es)?|dth",
+    "console": r"xbox(?:es)?|playstations?|ps[345]|consoles?|nintendo switch",
+    "car": r"cars?|car stereos?|android auto|apple carplay|carplay",
+    "camera": r"cameras?|dslrs?|camcorders?|gopros?",
+    "watch": r"smart ?watch(?:es)?|(?<=my )watch|(?<=a )watch|(?<=the )watch",
+    "router": r"routers?|modems?",
+    "printer": r"printers?",
+    "speaker": r"speakers?|sound ?bars?|home theat(?:er|re)s?",
+    "headphones": r"head ?phones?|ear ?phones?|earbuds?|headsets?",
+}
+# "car charger", "phone holder", "laptop bag": another thing, not the device
+NOT_THE_DEVICE = (r"(?!\s+(?:chargers?|adapters?|cables?|mounts?|holders?|stands?|remotes?|"
+                  r"covers?|cases?|bags?|sleeves?|accessor\w*|brackets?|tables?))")
+_DEVICE_RE = re.compile(r"(?<![\w-])(?:" + "|".join(
+    "(?P<%s>%s)" % (k.replace("-", "_"), v) for k, v in DEVICE_GROUPS.items()) + r")(?![\w-])" +
+    NOT_THE_DEVICE, re.I)
+# What makes a device mention a compatibility claim: it follows one of these in its clause.
+COMPAT_CUE = re.compile(
+    r"\b(?:(?P<neg>in-?compatible|not compatible|(?:doesn['’]?t|does not|didn['’]?t|did not|"
+    r"won['’]?t|will not|not|never) (?:work|fit|connect|support|pair)\w*)|compatible|compatibility|"
+    r"works?|worked|working|suitable|supports?|supported|fits?|including|connects?|connected|"
+    r"pairs?|paired|(?:use[ds]?|using)(?: (?:it|this|them))? (?:with|on)|for)\b", re.I)
+CLAUSE_BREAK = re.compile(r"[.!?;:\n]|\bbut\b|\bbecause\b|\bwhich\b|\bthat\b", re.I)
+
+
+def compatibility_claims(text: str, spans: _Spans, out: list, subject: set[str] | None = None
+                         ) -> None:
+    """'works with my iPhone XR', 'best device for Lenovo laptop', 'incompatible with my
+    tablet', 'ideal for laptops, tablets and smartphones': one claim per device named after a
+    compatibility cue in the same clause (a device word naming the product itself is not)."""
+    for m in _DEVICE_RE.finditer(text):
+        if not spans.free(m.start(), m.end()):
+            continue
+        group = m.lastgroup.replace("_", "-")
+        word = m.group(0).lower()
+        if subject and re.findall(r"[a-z]+", word)[-1] in subject:
+            continue  # "this phone" in a phone review; "for my laptop" for a laptop stand
+        s, _ = sentence_bounds(text, m.start(), m.end())
+        before = text[max(s, m.start() - 100):m.start()]
+        breaks = list(CLAUSE_BREAK.finditer(before))
+        if breaks:
+            before = before[breaks[-1].end():]
+        cues = list(COMPAT_CUE.finditer(before))
+        if not cues:
+            continue
+        neg = any(c.group("neg") for c in cues)
+        spans.take(m.start(), m.end())
+        out.append(Claim("compatibility", m.group(0), m.start(), m.end(), "device", group,
+                         None, {"negated": neg}))
+
+
 EXTRACTORS = (money_claims, percent_claims, rating_claims, version_claims, quantity_claims,
               count_claims, feature_claims, colour_claims, material_claims, model_claims,
-              brand_claims)
+              brand_claims, compatibility_claims)
 
 
 def extract_claims(text: str, subject: set[str] | None = None,
@@ -559,7 +622,7 @@ def extract_claims(text: str, subject: set[str] | None = None,
     cable while "black table" is not; `own_brand`: the product's brand, always recognised."""
     spans, out = _Spans(), []
     for fn in EXTRACTORS:
-        if fn is colour_claims:
+        if fn in (colour_claims, compatibility_claims):
             fn(text, spans, out, subject)
         elif fn is brand_claims:
             fn(text, spans, out, subject, own_brand)

@@ -54,7 +54,8 @@ REQUIRED_KEYS = ("id", "kind", "split", "product_id", "text", "claims")
 METRIC_KIND = {"quantity": "quantity", "price": "price", "discount": "discount",
                "percent": "other", "rating": "rating", "rating_count": "rating",
                "count": "count", "version": "feature", "model": "model", "brand": "brand",
-               "colour": "colour", "material": "material", "feature": "feature"}
+               "colour": "colour", "material": "material", "feature": "feature",
+               "compatibility": "compatibility"}
 # the fluency flags that correspond to a gold fluency label
 FLAG_OF_LABEL = {"loop": "degenerate_loop", "echo": "degenerate_echo",
                  "truncated": "degenerate_cutoff"}

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from . import lexicon as lx
-from .claims import (Claim, _Spans, count_claims, extract_claims, money_claims,
-                     noun_count_candidates, percent_claims, quantity_claims, rating_claims,
+from .claims import (DEVICE_GROUPS, NOT_THE_DEVICE, Claim, _Spans, count_claims, extract_claims,
+                     money_claims, noun_count_candidates, percent_claims, quantity_claims, rating_claims,
                      version_claims)
 from .units import matches
 
@@ -291,7 +291,27 @@ def _check_feature(c: Claim, f: Facts):
     return UNSUPPORTED, ""
 
 
-CHECKERS = {"quantity": _check_quantity, "price": _check_price, "discount": _check_discount,
+_DEVICE_GROUP_RX = {g: re.compile(r"(?<![a-z])(?:" + rx + r")(?![a-z])" + NOT_THE_DEVICE, re.I)
+                    for g, rx in DEVICE_GROUPS.items()}
+
+
+# A general device word is supported by the JSON naming a specific one ("phone" by "iPhone");
+# a specific one only by itself ("iPhone" is not supported by "smartphones").
+DEVICE_SUPPORTED_BY = {"phone": ("phone", "iphone"), "tablet": ("tablet", "ipad"),
+                       "laptop": ("laptop", "macbook")}
+
+
+def _check_compatibility(c: Claim, f: Facts):
+    """A device the JSON names (any word of its group) supports 'works with X'; a denial of a
+    named device contradicts; a device the JSON never names is unsupported."""
+    named = any(_DEVICE_GROUP_RX[g].search(f.text)
+                for g in DEVICE_SUPPORTED_BY.get(c.value, (c.value,)))
+    if c.extra.get("negated"):
+        return (CONTRADICTED, f"JSON names {c.value}") if named else (UNSUPPORTED, "")
+    return (SUPPORTED, f"JSON names {c.value}") if named else (UNSUPPORTED, "")
+
+
+CHECKERS = {"compatibility": _check_compatibility, "quantity": _check_quantity, "price": _check_price, "discount": _check_discount,
             "percent": _check_percent, "rating": _check_rating,
             "rating_count": _check_rating_count, "count": _check_count,
             "version": _check_version, "model": _check_model, "brand": _check_brand,

@@ -175,8 +175,10 @@ def test_brands_own_other_and_other_device():
     assert status_of(POWER_BANK, "Voltra did a good job.", "voltra") == "supported"
     assert status_of(POWER_BANK, "This Samsung power bank is great.", "samsung") == \
         "contradicted"
-    # the reviewer's own phone is not a claim about the product's brand
-    assert statuses(POWER_BANK, "Works well with my Samsung phone.") == []
+    # the reviewer's own phone is not a claim about the product's brand; that the power bank
+    # works with a phone is a compatibility claim (the JSON names no phone: unsupported)
+    assert statuses(POWER_BANK, "Works well with my Samsung phone.") == [
+        ("compatibility", "phone", "unsupported")]
     # shops are never another brand
     assert statuses(POWER_BANK, "Bought it on Amazon.") == []
 

@@ -245,11 +245,19 @@ def version_claims(text: str, spans: _Spans, out: list) -> None:
 
 
 def duration_role(text: str, start: int, end: int) -> str | None:
-    win = _window(text, start, end, 45, 30)
-    for role, rx in DURATION_ROLES:
-        if rx.search(win):
-            return role
-    return None
+    """The role word nearest the duration ("a 10-year warranty and a 10-year battery life":
+    warranty, then battery); on a tie the first role of DURATION_ROLES."""
+    s, e = sentence_bounds(text, start, end)
+    ws = max(s, start - 45)
+    win = text[ws:min(e, end + 30)]
+    best = None
+    for rank, (role, rx) in enumerate(DURATION_ROLES):
+        for m in rx.finditer(win):
+            a, b = ws + m.start(), ws + m.end()
+            dist = start - b if b <= start else (a - end if a >= end else 0)
+            if best is None or (dist, rank) < best[:2]:
+                best = (dist, rank, role)
+    return best[2] if best else None
 
 
 # "my 65W brick", "for a 10 inch tablet", "from my 500GB HDD": another device's numbers.

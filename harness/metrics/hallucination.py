@@ -89,6 +89,12 @@ def build_facts(product: dict) -> Facts:
     f.rating = product.get("rating")
     f.rating_count = product.get("rating_count")
     for fld, line in lines:
+        # listings glue values to words ("performance.1.5m LONG", "... Gen -1.5m (Black)")
+        line = re.sub(r"(?<=[A-Za-z])\.(?=\d)|(?<=\s)-(?=\d)", " ", line)
+        # a resolution "1920x1080" states the "1080p" a review may give
+        for m in re.finditer(r"(?<!\d)(\d{3,4})\s?[x×*]\s?(\d{3,4})(?!\d)", line):
+            h = float(min(int(m.group(1)), int(m.group(2))))
+            f.quantities.append(("resolution", "resolution", h, h, m.group(0)))
         spans, found = _Spans(), []
         for fn in (money_claims, percent_claims, rating_claims, version_claims):
             fn(line, spans, found)

@@ -153,9 +153,9 @@ FEATURES = {
     "reloadable": (r"reloadable", None),
     # size / weight / make words a listing states as attributes (LABELLING.md: "lightweight",
     # "portable", "compact" are feature claims, not opinions)
-    "lightweight": (r"light[- ]?weight|feather[- ]?(?:light|weight)", None),
+    "lightweight": (r"light[- ]?weight|light in weight|feather[- ]?(?:light|weight)", None),
     "portable": (r"portable|travel[- ]friendly", None),
-    "compact": (r"compact", None), "slim": (r"slim|ultra[- ]?thin|slimline", None),
+    "compact": (r"compact|small (?:in )?size|pocket[- ]?(?:size|sized|friendly)", None), "slim": (r"slim|ultra[- ]?thin|slimline", None),
     "eco-friendly": (r"eco[- ]?friendly|environment(?:ally)?[- ]friendly|recyclable|"
                      r"biodegradable|recycled", None),
 }

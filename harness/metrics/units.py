@@ -45,7 +45,7 @@ UNITS: list[tuple[str, str, float, str]] = [
     (r"mins?|minutes?", "duration", 1 / 60, "any"),
     (r"hrs?|hours?|h", "duration", 1.0, "any_h"), (r"days?", "duration", 24.0, "any"),
     (r"weeks?", "duration", 168.0, "any"), (r"months?", "duration", 730.0, "any"),
-    (r"yrs?|years?", "duration", 8760.0, "any"),
+    (r"yrs?|years?", "duration", 8760.0, "any"), (r"y", "duration", 8760.0, "upper"),
     (r"°\s?c|degrees? c(?:elsius)?|celsius", "temperature", 1.0, "any"),
     (r"db|decibels?", "loudness", 1.0, "any"), (r"rpm", "speed_rpm", 1.0, "any"),
     (r"mp|megapixels?", "camera", 1.0, "any"), (r"p", "resolution", 1.0, "attached_p"),

@@ -618,9 +618,58 @@ def compatibility_claims(text: str, spans: _Spans, out: list, subject: set[str] 
                          None, {"negated": neg}))
 
 
+# --- parts and capabilities in free words ---------------------------------------------------
+PART_HAS = re.compile(r"\b(?:comes with|come with|equipped with|includes|(?:has|have|with) "
+                      r"(?:an? )?(?:built-in|inbuilt|in-built))\s+", re.I)
+PART_LACKS = re.compile(r"\b(?:no|without(?: any| an?)?|lacks?|lacking|doesn['’]?t have|"
+                        r"does not have|there is no|there['’]?s no)\s+"
+                        r"(?!(?:more|extra|such|other|body|one|need|longer|matter|further|"
+                        r"additional|hidden|too|much|many)\b)", re.I)
+PART_WORDS = re.compile(r"(?:(?:a|an|the|its|any|two|dual|built-in|inbuilt|in-built|separate|"
+                        r"extra)\s+)?((?:[a-z][a-z-]*)(?:\s+[a-z][a-z-]*){0,2})", re.I)
+PART_STOP = {"for", "to", "of", "in", "on", "and", "or", "but", "with", "is", "are", "was",
+             "were", "the", "a", "an", "it", "that", "which", "as", "at", "from", "by", "so",
+             "be", "can", "will", "if", "this", "its", "any", "all"}
+PERSON_BEFORE = re.compile(r"\b(?:i|we|you|he|she|my|our|your|his|her|they|someone|anyone|"
+                           r"everyone|people)\b[\w\s']{0,12}$", re.I)
+
+
+def part_claims(text: str, spans: _Spans, out: list) -> None:
+    """'it has a stylus slot', 'no place for stylus', 'has no moving parts': a word the
+    catalogue's listings use for a part or capability (lexicon.part_words), named as something
+    the product has or lacks. The head word (the last part word before a function word) is
+    the claim; it is checked against the words of the JSON."""
+    parts = lx.part_words()
+    if not parts:
+        return
+    for cue_rx, neg in ((PART_LACKS, True), (PART_HAS, False)):
+        for m in cue_rx.finditer(text):
+            if not neg and PERSON_BEFORE.search(text[max(0, m.start() - 20):m.start()]):
+                continue  # "I have a Macbook", "my phone has NFC"
+            w = PART_WORDS.match(text, m.end())
+            if not w:
+                continue
+            head = None
+            for t in re.finditer(r"[a-z][a-z-]*", w.group(1), re.I):
+                if t.group(0).lower() in PART_STOP:
+                    break
+                head = t
+            # the head noun: the last word before a function word; adverbs, participles and
+            # adjectives by their endings are not parts
+            if head is None or singular(head.group(0)) not in parts or re.search(
+                    r"(?:ly|ed|ing|ous|ful|ive|able|ible|ant|ent|less)$", head.group(0), re.I):
+                continue
+            s, e = w.start(1) + head.start(), w.start(1) + head.end()
+            if not spans.free(s, e):
+                continue
+            spans.take(s, e)
+            out.append(Claim("feature", head.group(0), s, e, "part", singular(head.group(0)),
+                             None, {"negated": neg}))
+
+
 EXTRACTORS = (money_claims, percent_claims, rating_claims, version_claims, quantity_claims,
               count_claims, feature_claims, colour_claims, material_claims, model_claims,
-              brand_claims, compatibility_claims)
+              brand_claims, compatibility_claims, part_claims)
 
 
 def extract_claims(text: str, subject: set[str] | None = None,

@@ -722,8 +722,9 @@ def run_gold(gold_files: list[str | Path], records: list[dict] | None = None, *,
         from .catalogue import register_catalogue
         register_catalogue(records, "gold validation: prepared data")
     else:
-        from .lexicon import register_brands
+        from .lexicon import register_brands, register_part_words
         register_brands((r.get("product") or {}).get("brand") for r in records)
+        register_part_words(r.get("product") or {} for r in records)
 
     primary, second = primary_and_second(items)
     in_half = [it for it in primary if half == "all" or half_of(it.product_id) == half]

@@ -19,7 +19,7 @@ from functools import lru_cache
 from . import lexicon as lx
 from .claims import (DEVICE_GROUPS, NOT_THE_DEVICE, Claim, _Spans, count_claims, extract_claims,
                      money_claims, noun_count_candidates, percent_claims, quantity_claims, rating_claims,
-                     version_claims)
+                     singular, version_claims)
 from .units import matches
 
 SUPPORTED, UNSUPPORTED, CONTRADICTED = "supported", "unsupported", "contradicted"
@@ -62,6 +62,7 @@ class Facts:
     material_attr: set = field(default_factory=set)
     features: set = field(default_factory=set)
     subject: set = field(default_factory=set)  # words naming the product (title, category)
+    words: set = field(default_factory=set)    # every word of the JSON, singular
 
 
 def _fmt(v: float) -> str:
@@ -86,6 +87,7 @@ def build_facts(product: dict) -> Facts:
     f.subject = {w.rstrip("s") for t in [product.get("title", "")] + product.get("category", [])
                  for w in re.findall(r"[a-z]{3,}", t.lower())}
     f.subject |= {w + "s" for w in f.subject}
+    f.words = {singular(w) for w in re.findall(r"[a-z]{3,}", text.lower())}
     f.rating = product.get("rating")
     f.rating_count = product.get("rating_count")
     for fld, line in lines:
@@ -287,6 +289,13 @@ def _check_material(c: Claim, f: Facts):
 
 
 def _check_feature(c: Claim, f: Facts):
+    if c.attribute == "part":   # a part / capability in free words
+        named = c.value in f.words
+        if c.extra.get("negated"):
+            if named and re.search(r"\b(?:no|without|free of|zero|non)[- ](?:\w+[- ]){0,2}"
+                                   + re.escape(c.value), f.text):
+                return SUPPORTED, f"JSON: no {c.value}"   # "no fees" restated
+        return _named(c, named)
     name = c.value
     if name in f.features:
         return SUPPORTED, "feature in JSON"
@@ -312,9 +321,15 @@ def _check_compatibility(c: Claim, f: Facts):
     named device contradicts; a device the JSON never names is unsupported."""
     named = any(_DEVICE_GROUP_RX[g].search(f.text)
                 for g in DEVICE_SUPPORTED_BY.get(c.value, (c.value,)))
-    if c.extra.get("negated"):
-        return (CONTRADICTED, f"JSON names {c.value}") if named else (UNSUPPORTED, "")
-    return (SUPPORTED, f"JSON names {c.value}") if named else (UNSUPPORTED, "")
+    return _named(c, named)
+
+
+def _named(c: Claim, named: bool):
+    """Has / works with X: supported when the JSON names X; a denial ("no X", "does not work
+    with X") of what the JSON names is contradicted; X never named: unsupported."""
+    if not named:
+        return UNSUPPORTED, ""
+    return (CONTRADICTED if c.extra.get("negated") else SUPPORTED), f"JSON names {c.value}"
 
 
 CHECKERS = {"compatibility": _check_compatibility, "quantity": _check_quantity, "price": _check_price, "discount": _check_discount,

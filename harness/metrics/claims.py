@@ -472,6 +472,34 @@ def brand_claims(text: str, spans: _Spans, out: list, subject: set[str] | None =
                          {"other_context": other_ctx}))
 
 
+# "this Voltix power bank", "these Kestrel earbuds": a capitalised name right before a word
+# naming this product is its maker, whether or not any list knows the name.
+MAKER_BEFORE_PRODUCT = re.compile(
+    r"\b(?:this|these|that|the|my new|our new|a|an)\s+(?P<name>[A-Z][A-Za-z0-9+&'-]*[A-Za-z0-9]"
+    r"(?:\s[A-Z][A-Za-z0-9+&'-]*[A-Za-z0-9])?)\s+(?P<noun>[a-z][a-z-]+)")
+
+
+def maker_claims(text: str, spans: _Spans, out: list, subject: set[str] | None = None) -> None:
+    """Brand claims found by shape, not by a list: a capitalised name (not an English word, not a
+    colour / material / feature word) between 'this' / 'the' / 'a' and a word of the product's
+    title or category. The checker compares it with the JSON's brand and text."""
+    if not subject:
+        return
+    for m in MAKER_BEFORE_PRODUCT.finditer(text):
+        name, noun = m.group("name"), m.group("noun").lower()
+        if not spans.free(m.start("name"), m.end("name")) or noun in PART_STOP or \
+                (noun not in subject and noun.rstrip("s") not in subject):
+            continue
+        words = name.split()
+        if any(lx.brand_key(w) in lx.common_words() or lx.brand_key(w) in subject or
+               lx._lexicon_word(w) or len(lx.brand_key(w)) < 3 for w in words) or \
+                lx.brand_key(name) in lx.RETAILERS:
+            continue
+        spans.take(m.start("name"), m.end("name"))
+        out.append(Claim("brand", name, m.start("name"), m.end("name"), "brand",
+                         lx.brand_key(name), None, {"other_context": False}))
+
+
 _COLOURS = lx.compile_alternatives(lx.COLOURS)
 _AMBIG_COLOURS = lx.compile_alternatives(lx.AMBIGUOUS_COLOURS)
 _NOT_PRODUCT = re.compile(rf"^\s*-?\s*(?:{lx.COLOUR_NOT_PRODUCT})\b", re.I)
@@ -629,7 +657,10 @@ PART_WORDS = re.compile(r"(?:(?:a|an|the|its|any|two|dual|built-in|inbuilt|in-bu
                         r"extra)\s+)?((?:[a-z][a-z-]*)(?:\s+[a-z][a-z-]*){0,2})", re.I)
 PART_STOP = {"for", "to", "of", "in", "on", "and", "or", "but", "with", "is", "are", "was",
              "were", "the", "a", "an", "it", "that", "which", "as", "at", "from", "by", "so",
-             "be", "can", "will", "if", "this", "its", "any", "all"}
+             "be", "can", "will", "if", "this", "its", "any", "all", "these", "those", "they",
+             "them", "ever", "about", "when", "while", "after", "before", "than", "then", "not",
+             "also", "even", "just", "only", "very", "too", "such", "one", "you", "your", "our",
+             "their", "his", "her", "what", "how", "why", "where", "who", "there", "here"}
 PERSON_BEFORE = re.compile(r"\b(?:i|we|you|he|she|my|our|your|his|her|they|someone|anyone|"
                            r"everyone|people)\b[\w\s']{0,12}$", re.I)
 
@@ -644,14 +675,19 @@ def part_claims(text: str, spans: _Spans, out: list) -> None:
         return
     for cue_rx, neg in ((PART_LACKS, True), (PART_HAS, False)):
         for m in cue_rx.finditer(text):
-            if not neg and PERSON_BEFORE.search(text[max(0, m.start() - 20):m.start()]):
-                continue  # "I have a Macbook", "my phone has NFC"
+            if PERSON_BEFORE.search(text[max(0, m.start() - 20):m.start()]):
+                continue  # "I have a Macbook", "used my phone without a screen guard"
             w = PART_WORDS.match(text, m.end())
             if not w:
                 continue
             head = None
-            for t in re.finditer(r"[a-z][a-z-]*", w.group(1), re.I):
+            for t in list(re.finditer(r"[a-z][a-z-]*", w.group(1), re.I))[:2]:
                 if t.group(0).lower() in PART_STOP:
+                    break
+                if re.search(r"(?:ing|ed|ly)$", t.group(0)):
+                    continue  # "moving parts": a modifier, not the part
+                if singular(t.group(0)) in lx.NOT_PARTS:
+                    head = None   # "no problems ever", "no wonder customer care"
                     break
                 head = t
             # the head noun: the last word before a function word; adverbs, participles and
@@ -669,7 +705,7 @@ def part_claims(text: str, spans: _Spans, out: list) -> None:
 
 EXTRACTORS = (money_claims, percent_claims, rating_claims, version_claims, quantity_claims,
               count_claims, feature_claims, colour_claims, material_claims, model_claims,
-              brand_claims, compatibility_claims, part_claims)
+              compatibility_claims, brand_claims, maker_claims, part_claims)
 
 
 def extract_claims(text: str, subject: set[str] | None = None,
@@ -679,7 +715,7 @@ def extract_claims(text: str, subject: set[str] | None = None,
     cable while "black table" is not; `own_brand`: the product's brand, always recognised."""
     spans, out = _Spans(), []
     for fn in EXTRACTORS:
-        if fn in (colour_claims, compatibility_claims):
+        if fn in (colour_claims, compatibility_claims, maker_claims):
             fn(text, spans, out, subject)
         elif fn is brand_claims:
             fn(text, spans, out, subject, own_brand)

@@ -279,7 +279,8 @@ NOT_PARTS = {"problem", "issue", "complaint", "complain", "doubt", "need", "worr
              "little", "bit", "lot", "inch", "feet", "meter", "watt", "volt", "gram", "range",
              "variety", "kind", "anything", "something", "nothing", "everything", "been",
              "have", "about", "left", "fault", "difficulty", "error", "lack", "light", "around",
-             "home", "came", "given", "adds", "style", "charge", "fee", "cut"}
+             "home", "came", "given", "adds", "style", "charge", "fee", "cut", "wonder",
+             "care", "durability", "comfort", "clarity", "stability", "reliability", "thought"}
 
 
 def register_part_words(products) -> int:

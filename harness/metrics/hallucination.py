@@ -199,10 +199,14 @@ def _check_discount(c: Claim, f: Facts):
 
 
 def _check_percent(c: Claim, f: Facts):
+    """A bare percentage (no discount context) is checked only when the JSON states one: in
+    real reviews one the JSON does not state is nearly always the reviewer's own figure
+    ("charged 80% in 1 hr", "a 20% tip", "85-90% accurate"), not a claim of the listing."""
     for p in f.percents + f.discounts:
         if matches(c.value, c.value, c.qualifier, p, p, 0.5):
             return SUPPORTED, f"{_fmt(p)}%"
-    return UNSUPPORTED, ""
+    return (UNSUPPORTED, "JSON: " + "/".join(f"{_fmt(p)}%" for p in f.percents[:3])) \
+        if f.percents else None
 
 
 def _check_rating(c: Claim, f: Facts):

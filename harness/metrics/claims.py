@@ -186,6 +186,19 @@ def percent_claims(text: str, spans: _Spans, out: list) -> None:
                          m.end(), "discount_percent" if disc else "percent", v, _qual(m)))
 
 
+HALF_PRICE_RE = re.compile(r"\b(?:at |for )?half (?:the |of the |its )?(?:price|mrp|list price|"
+                           r"original price|cost)\b", re.I)
+
+
+def half_price_claims(text: str, spans: _Spans, out: list) -> None:
+    """'half the price', 'half the MRP': a 50 % discount (LABELLING.md)."""
+    for m in HALF_PRICE_RE.finditer(text):
+        if spans.free(m.start(), m.end()):
+            spans.take(m.start(), m.end())
+            out.append(Claim("discount", m.group(0).strip(), m.start(), m.end(),
+                             "discount_percent", 50.0))
+
+
 RATING_RES = [
     re.compile(r"(?<![\w.])(?P<r>[0-5](?:\.\d)?)\s?(?:/|out of)\s?5(?![\d.])", re.I),
     re.compile(r"(?<![\w.])(?P<r>[0-5](?:\.\d)?)\s?-?\s?stars?\b", re.I),
@@ -475,7 +488,7 @@ def brand_claims(text: str, spans: _Spans, out: list, subject: set[str] | None =
 # "this Voltix power bank", "these Kestrel earbuds": a capitalised name right before a word
 # naming this product is its maker, whether or not any list knows the name.
 MAKER_BEFORE_PRODUCT = re.compile(
-    r"\b(?:this|these|that|the|my new|our new|a|an)\s+(?P<name>[A-Z][A-Za-z0-9+&'-]*[A-Za-z0-9]"
+    r"\b(?i:this|these|that|the|my new|our new|a|an)\s+(?P<name>[A-Z][A-Za-z0-9+&'-]*[A-Za-z0-9]"
     r"(?:\s[A-Z][A-Za-z0-9+&'-]*[A-Za-z0-9])?)\s+(?P<noun>[a-z][a-z-]+)")
 
 
@@ -496,8 +509,11 @@ def maker_claims(text: str, spans: _Spans, out: list, subject: set[str] | None =
                 lx.brand_key(name) in lx.RETAILERS:
             continue
         spans.take(m.start("name"), m.end("name"))
+        # "better than the Brevora kettle", "switched from a Brevora kettle": another product
+        other = bool(OTHER_DEVICE_BEFORE.search(text[max(0, m.start("name") - 24):
+                                                     m.start("name")]))
         out.append(Claim("brand", name, m.start("name"), m.end("name"), "brand",
-                         lx.brand_key(name), None, {"other_context": False}))
+                         lx.brand_key(name), None, {"other_context": other}))
 
 
 _COLOURS = lx.compile_alternatives(lx.COLOURS)
@@ -703,8 +719,8 @@ def part_claims(text: str, spans: _Spans, out: list) -> None:
                              None, {"negated": neg}))
 
 
-EXTRACTORS = (money_claims, percent_claims, rating_claims, version_claims, quantity_claims,
-              count_claims, feature_claims, colour_claims, material_claims, model_claims,
+EXTRACTORS = (money_claims, percent_claims, half_price_claims, rating_claims, version_claims,
+              quantity_claims, count_claims, feature_claims, colour_claims, material_claims, model_claims,
               compatibility_claims, brand_claims, maker_claims, part_claims)
 
 

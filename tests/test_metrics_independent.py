@@ -45,6 +45,7 @@ WRONG = [
     ("It holds two litres, plenty for the whole family.", "two litres"),
     ("A three-year warranty is generous for this price.", "three-year"),
     ("It pulls 2000 watts, which explains how fast it is.", "2000 watts"),
+    ("Nice that it is available in many colours.", "many colours"),
     ("The cord is a good 1.5 metres long.", "1.5 metres"),
     ("Paid Rs 3,499 for it last week.", "3,499"),
     ("I got it for half the price on a sale.", "half the price"),
@@ -118,6 +119,7 @@ def test_parts_in_free_words_use_the_catalogue_vocabulary(monkeypatch):
     assert flags(text) == [("thermometer", "unsupported")]
     assert flags("There is no swivel base, sadly.") == [("base", "contradicted")]
     assert flags("It has no filter.") == [("filter", "unsupported")]
+    assert flags("Swivel base not supported on mine.") == [("base", "contradicted")]
     # the reviewer's own usage, and experience nouns, are not parts
     assert flags("I used it without a filter for a month.") == []
     assert flags("No problems so far.") == []

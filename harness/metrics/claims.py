@@ -544,7 +544,17 @@ def _names_other_thing(after: str, subject: set[str] | None) -> bool:
                                                            w.rstrip("s") in subject))
 
 
+COLOUR_OPTIONS = re.compile(r"\bavailable in (?:a )?(?:various|many|multiple|different|several|"
+                            r"variety of|range of|wide range of|lots of|a lot of) colou?rs\b",
+                            re.I)
+AVAILABLE_IN_BEFORE = re.compile(r"\bavailable in\b[\w\s,&]{0,30}$", re.I)
+
+
 def colour_claims(text: str, spans: _Spans, out: list, subject: set[str] | None = None) -> None:
+    for m in COLOUR_OPTIONS.finditer(text):   # "available in various colours": several colours
+        if spans.free(m.start(), m.end()):
+            spans.take(m.start(), m.end())
+            out.append(Claim("colour", m.group(0), m.start(), m.end(), "colour_options", None))
     for table, ambiguous in ((_COLOURS, False), (_AMBIG_COLOURS, True)):
         for name, rx in table:
             for m in rx.finditer(text):
@@ -552,7 +562,8 @@ def colour_claims(text: str, spans: _Spans, out: list, subject: set[str] | None 
                     continue
                 after, before = text[m.end():m.end() + 25], text[max(0, m.start() - 20):m.start()]
                 if not _names_subject(after, subject) and (
-                        _NOT_PRODUCT.match(after) or _AND_WHITE_BEFORE.search(before)
+                        _NOT_PRODUCT.match(after) or (_AND_WHITE_BEFORE.search(before) and
+                                                      not AVAILABLE_IN_BEFORE.search(before))
                         or _names_other_thing(after, subject)):
                     continue
                 if NEGATION_BEFORE.search(before):
@@ -681,6 +692,10 @@ PERSON_BEFORE = re.compile(r"\b(?:i|we|you|he|she|my|our|your|his|her|they|someo
                            r"everyone|people)\b[\w\s']{0,12}$", re.I)
 
 
+PART_DENIED_AFTER = re.compile(r"\s+(?:is |are )?(?:not|never) (?:support(?:ed|s)?|available|"
+                               r"provided|included|there)\b", re.I)
+
+
 def part_claims(text: str, spans: _Spans, out: list) -> None:
     """'it has a stylus slot', 'no place for stylus', 'has no moving parts': a word the
     catalogue's listings use for a part or capability (lexicon.part_words), named as something
@@ -711,12 +726,20 @@ def part_claims(text: str, spans: _Spans, out: list) -> None:
             if head is None or singular(head.group(0)) not in parts or re.search(
                     r"(?:ly|ed|ing|ous|ful|ive|able|ible|ant|ent|less)$", head.group(0), re.I):
                 continue
-            s, e = w.start(1) + head.start(), w.start(1) + head.end()
-            if not spans.free(s, e):
-                continue
-            spans.take(s, e)
-            out.append(Claim("feature", head.group(0), s, e, "part", singular(head.group(0)),
-                             None, {"negated": neg}))
+            _part_claim(text, spans, out, w.start(1) + head.start(), w.start(1) + head.end(),
+                        neg)
+    # postfix denials: "Play Store not support", "remote is not included"
+    for m in PART_DENIED_AFTER.finditer(text):
+        w = re.search(r"([a-z][a-z-]*)$", text[max(0, m.start() - 30):m.start()], re.I)
+        if w and singular(w.group(1)) in parts and w.group(1).lower() not in PART_STOP:
+            _part_claim(text, spans, out, m.start() - len(w.group(1)), m.start(), True)
+
+
+def _part_claim(text: str, spans: _Spans, out: list, s: int, e: int, neg: bool) -> None:
+    if spans.free(s, e):
+        spans.take(s, e)
+        out.append(Claim("feature", text[s:e], s, e, "part", singular(text[s:e]), None,
+                         {"negated": neg}))
 
 
 EXTRACTORS = (money_claims, percent_claims, half_price_claims, rating_claims, version_claims,

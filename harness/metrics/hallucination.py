@@ -272,6 +272,12 @@ def _check_brand(c: Claim, f: Facts):
 
 
 def _check_colour(c: Claim, f: Facts):
+    if c.attribute == "colour_options":   # "available in various colours"
+        if len(f.colour_attr) >= 2 or re.search(r"colou?rs? (?:may vary|available)|"
+                                                r"multi-?colou?r|assorted", f.text):
+            return SUPPORTED, "colours: " + "/".join(sorted(f.colour_attr))
+        return (CONTRADICTED, "colour " + "/".join(sorted(f.colour_attr))) if f.colour_attr \
+            else (UNSUPPORTED, "")
     name = c.value
     fam = COLOUR_FAMILY.get(name, name)
     if name in f.colours or any(COLOUR_FAMILY.get(x, x) == fam for x in f.colours):

@@ -641,7 +641,8 @@ _DEVICE_RE = re.compile(r"(?<![\w-])(?:" + "|".join(
 # What makes a device mention a compatibility claim: it follows one of these in its clause.
 COMPAT_CUE = re.compile(
     r"\b(?:(?P<neg>in-?compatible|not compatible|(?:doesn['’]?t|does not|didn['’]?t|did not|"
-    r"won['’]?t|will not|not|never) (?:work|fit|connect|support|pair)\w*)|compatible|compatibility|"
+    r"won['’]?t|will not|not|never) (?:work|fit|connect|support|pair)\w*)|compatible|"
+    r"compatibility|"
     r"works?|worked|working|suitable|supports?|supported|fits?|including|connects?|connected|"
     r"pairs?|paired|(?:use[ds]?|using)(?: (?:it|this|them))? (?:with|on)|for)\b", re.I)
 CLAUSE_BREAK = re.compile(r"[.!?;:\n]|\bbut\b|\bbecause\b|\bwhich\b|\bthat\b", re.I)
@@ -743,8 +744,8 @@ def _part_claim(text: str, spans: _Spans, out: list, s: int, e: int, neg: bool) 
 
 
 EXTRACTORS = (money_claims, percent_claims, half_price_claims, rating_claims, version_claims,
-              quantity_claims, count_claims, feature_claims, colour_claims, material_claims, model_claims,
-              compatibility_claims, brand_claims, maker_claims, part_claims)
+              quantity_claims, count_claims, feature_claims, colour_claims, material_claims,
+              model_claims, compatibility_claims, brand_claims, maker_claims, part_claims)
 
 
 def extract_claims(text: str, subject: set[str] | None = None,

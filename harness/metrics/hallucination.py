@@ -18,8 +18,8 @@ from functools import lru_cache
 
 from . import lexicon as lx
 from .claims import (DEVICE_GROUPS, NOT_THE_DEVICE, Claim, _Spans, count_claims, extract_claims,
-                     money_claims, noun_count_candidates, percent_claims, quantity_claims, rating_claims,
-                     singular, version_claims)
+                     money_claims, noun_count_candidates, percent_claims, quantity_claims,
+                     rating_claims, singular, version_claims)
 from .units import matches
 
 SUPPORTED, UNSUPPORTED, CONTRADICTED = "supported", "unsupported", "contradicted"
@@ -342,8 +342,9 @@ def _named(c: Claim, named: bool):
     return (CONTRADICTED if c.extra.get("negated") else SUPPORTED), f"JSON names {c.value}"
 
 
-CHECKERS = {"compatibility": _check_compatibility, "quantity": _check_quantity, "price": _check_price, "discount": _check_discount,
-            "percent": _check_percent, "rating": _check_rating,
+CHECKERS = {"quantity": _check_quantity, "price": _check_price, "discount": _check_discount,
+            "compatibility": _check_compatibility, "percent": _check_percent,
+            "rating": _check_rating,
             "rating_count": _check_rating_count, "count": _check_count,
             "version": _check_version, "model": _check_model, "brand": _check_brand,
             "colour": _check_colour, "material": _check_material, "feature": _check_feature}

@@ -155,7 +155,8 @@ FEATURES = {
     # "portable", "compact" are feature claims, not opinions)
     "lightweight": (r"light[- ]?weight|light in weight|feather[- ]?(?:light|weight)", None),
     "portable": (r"portable|travel[- ]friendly", None),
-    "compact": (r"compact|small (?:in )?size|pocket[- ]?(?:size|sized|friendly)", None), "slim": (r"slim|ultra[- ]?thin|slimline", None),
+    "compact": (r"compact|small (?:in )?size|pocket[- ]?(?:size|sized|friendly)", None),
+    "slim": (r"slim|ultra[- ]?thin|slimline", None),
     "eco-friendly": (r"eco[- ]?friendly|environment(?:ally)?[- ]friendly|recyclable|"
                      r"biodegradable|recycled", None),
 }

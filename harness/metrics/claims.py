@@ -677,10 +677,15 @@ def compatibility_claims(text: str, spans: _Spans, out: list, subject: set[str] 
 # --- parts and capabilities in free words ---------------------------------------------------
 PART_HAS = re.compile(r"\b(?:comes with|come with|equipped with|includes|(?:has|have|with) "
                       r"(?:an? )?(?:built-in|inbuilt|in-built))\s+", re.I)
-PART_LACKS = re.compile(r"\b(?:no|without(?: any| an?)?|lacks?|lacking|doesn['’]?t have|"
-                        r"does not have|there is no|there['’]?s no)\s+"
+PART_LACKS = re.compile(r"\b(?:(?P<no>no)|without any|lacks?|lacking|doesn['’]?t have|"
+                        r"does not have)\s+"
                         r"(?!(?:more|extra|such|other|body|one|need|longer|matter|further|"
                         r"additional|hidden|too|much|many)\b)", re.I)
+# a bare "no X" states that the product lacks X only at the start of a clause or after "has",
+# "there is", "comes with" ("No remote.", "but no place for stylus", "there is no timer"), not
+# inside an account ("under no offers", "had no cash", "due to no balance")
+NO_STARTS_CLAUSE = re.compile(r"(?:^|[.!?:;\n•*)-]|\b(?:but|and|has|have|with|there is|"
+                              r"there['’]s|there are|it has))\s*$", re.I)
 PART_WORDS = re.compile(r"(?:(?:a|an|the|its|any|two|dual|built-in|inbuilt|in-built|separate|"
                         r"extra)\s+)?((?:[a-z][a-z-]*)(?:\s+[a-z][a-z-]*){0,2})", re.I)
 PART_STOP = {"for", "to", "of", "in", "on", "and", "or", "but", "with", "is", "are", "was",
@@ -688,7 +693,8 @@ PART_STOP = {"for", "to", "of", "in", "on", "and", "or", "but", "with", "is", "a
              "be", "can", "will", "if", "this", "its", "any", "all", "these", "those", "they",
              "them", "ever", "about", "when", "while", "after", "before", "than", "then", "not",
              "also", "even", "just", "only", "very", "too", "such", "one", "you", "your", "our",
-             "their", "his", "her", "what", "how", "why", "where", "who", "there", "here"}
+             "their", "his", "her", "what", "how", "why", "where", "who", "there", "here",
+             "between", "anywhere", "anything", "everywhere"}
 PERSON_BEFORE = re.compile(r"\b(?:i|we|you|he|she|my|our|your|his|her|they|someone|anyone|"
                            r"everyone|people)\b[\w\s']{0,12}$", re.I)
 
@@ -709,6 +715,9 @@ def part_claims(text: str, spans: _Spans, out: list) -> None:
         for m in cue_rx.finditer(text):
             if PERSON_BEFORE.search(text[max(0, m.start() - 20):m.start()]):
                 continue  # "I have a Macbook", "used my phone without a screen guard"
+            if neg and m.group("no") and not NO_STARTS_CLAUSE.search(
+                    text[max(0, m.start() - 20):m.start()]):
+                continue
             w = PART_WORDS.match(text, m.end())
             if not w:
                 continue
@@ -721,11 +730,14 @@ def part_claims(text: str, spans: _Spans, out: list) -> None:
                 if singular(t.group(0)) in lx.NOT_PARTS:
                     head = None   # "no problems ever", "no wonder customer care"
                     break
-                head = t
-            # the head noun: the last word before a function word; adverbs, participles and
-            # adjectives by their endings are not parts
-            if head is None or singular(head.group(0)) not in parts or re.search(
-                    r"(?:ly|ed|ing|ous|ful|ive|able|ible|ant|ent|less)$", head.group(0), re.I):
+                if singular(t.group(0)) in parts:
+                    head = t      # the first part word: "moving parts", "stylus slot"
+                    break
+            # adjectives by their endings, colour / material / feature words (their own
+            # extractors read them) and devices (compatibility) are not parts
+            if head is None or re.search(r"(?:ous|ful|ive|able|ible|ant|ent|less)$",
+                                         head.group(0), re.I) or \
+                    lx._lexicon_word(head.group(0)) or _DEVICE_RE.fullmatch(head.group(0)):
                 continue
             _part_claim(text, spans, out, w.start(1) + head.start(), w.start(1) + head.end(),
                         neg)

@@ -281,7 +281,10 @@ NOT_PARTS = {"problem", "issue", "complaint", "complain", "doubt", "need", "worr
              "variety", "kind", "anything", "something", "nothing", "everything", "been",
              "have", "about", "left", "fault", "difficulty", "error", "lack", "light", "around",
              "home", "came", "given", "adds", "style", "charge", "fee", "cut", "wonder",
-             "care", "durability", "comfort", "clarity", "stability", "reliability", "thought"}
+             "care", "durability", "comfort", "clarity", "stability", "reliability", "thought",
+             "way", "help", "word", "cash", "balance", "offer", "indication", "demo",
+             "necessary", "delay", "need", "enough", "some", "concern", "wear", "tear",
+             "hassle", "fuss", "mess"}
 
 
 def register_part_words(products) -> int:

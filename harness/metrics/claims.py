@@ -730,9 +730,8 @@ def part_claims(text: str, spans: _Spans, out: list) -> None:
                 if singular(t.group(0)) in lx.NOT_PARTS:
                     head = None   # "no problems ever", "no wonder customer care"
                     break
-                if singular(t.group(0)) in parts:
+                if singular(t.group(0)) in parts and head is None:
                     head = t      # the first part word: "moving parts", "stylus slot"
-                    break
             # adjectives by their endings, colour / material / feature words (their own
             # extractors read them) and devices (compatibility) are not parts
             if head is None or re.search(r"(?:ous|ful|ive|able|ible|ant|ent|less)$",

@@ -643,8 +643,9 @@ COMPAT_CUE = re.compile(
     r"\b(?:(?P<neg>in-?compatible|not compatible|(?:doesn['’]?t|does not|didn['’]?t|did not|"
     r"won['’]?t|will not|not|never) (?:work|fit|connect|support|pair)\w*)|compatible|"
     r"compatibility|"
-    r"works?|worked|working|suitable|supports?|supported|fits?|including|connects?|connected|"
-    r"pairs?|paired|(?:use[ds]?|using)(?: (?:it|this|them))? (?:with|on)|for)\b", re.I)
+    r"(?:works?|worked|working)(?: \w+)? (?:with|on|for|in)|suitable|supports?|supported|"
+    r"fits?|including|connects?|connected|(?:pairs?|paired) (?:with|to)|"
+    r"(?:use[ds]?|using)(?: (?:it|this|them))? (?:with|on)|for)\b", re.I)
 CLAUSE_BREAK = re.compile(r"[.!?;:\n]|\bbut\b|\bbecause\b|\bwhich\b|\bthat\b", re.I)
 
 

@@ -234,7 +234,7 @@ def test_compatibility_claims():
     assert statuses(HUB, "My laptop was slow before.") == []
     assert statuses(HUB, "I keep it in my laptop bag.") == []
     # "work" the noun is no cue ("from reading to late night work, and ... my phone")
-    assert statuses(HUB, "Good for late night work, and the port charges my phone.") == []
+    assert statuses(HUB, "Bright from reading to late night work, and it charges my phone.") == []
 
 
 def test_brand_naming_another_device_is_not_a_brand_claim():

@@ -175,8 +175,10 @@ def test_brands_own_other_and_other_device():
     assert status_of(POWER_BANK, "Voltra did a good job.", "voltra") == "supported"
     assert status_of(POWER_BANK, "This Samsung power bank is great.", "samsung") == \
         "contradicted"
-    # the reviewer's own phone is not a claim about the product's brand
-    assert statuses(POWER_BANK, "Works well with my Samsung phone.") == []
+    # the reviewer's own phone is not a claim about the product's brand; that the power bank
+    # works with a phone is a compatibility claim (the JSON names no phone: unsupported)
+    assert statuses(POWER_BANK, "Works well with my Samsung phone.") == [
+        ("compatibility", "phone", "unsupported")]
     # shops are never another brand
     assert statuses(POWER_BANK, "Bought it on Amazon.") == []
 
@@ -207,3 +209,66 @@ def test_review_level_scores_and_determinism():
                      "price": "supported", "feature": "unsupported"}
     empty = hallucination_scores(POWER_BANK, "")
     assert empty["claims_found"] == 0 and empty["hallucination_rate"] == 0.0
+
+
+# --- issue #13 fixes (found on the gold set's development half) -------------------------------
+
+HUB = {"title": "Voltra 4-in-1 USB-C Hub for MacBook and Windows Laptops, 1920x1080 HDMI (Grey)",
+       "brand": "Voltra", "category": ["Computers", "Accessories", "USB Hubs"],
+       "features": ["4K and 1920x1080 output", "Works with laptops and tablets with USB-C",
+                    "Aluminium body", "10 Y Warranty"]}
+
+
+def test_compatibility_claims():
+    assert statuses(HUB, "Works great with my tablet.") == [
+        ("compatibility", "tablet", "supported")]
+    # a device the title names is the product's own kind of use, not a claim to check
+    assert statuses(HUB, "Works great with my laptop.") == []
+    # a device the JSON never names; a specific one is not supported by the general word
+    assert statuses(HUB, "Not compatible with my phone.") == [
+        ("compatibility", "phone", "unsupported")]
+    assert status_of(HUB, "Works with my iPad.", "ipad") == "unsupported"
+    # denying a device the JSON names contradicts it
+    assert status_of(HUB, "It does not work with tablets at all.", "tablets") == "contradicted"
+    # no compatibility cue, or another thing named after the device: no claim
+    assert statuses(HUB, "My laptop was slow before.") == []
+    assert statuses(HUB, "I keep it in my laptop bag.") == []
+    # "work" the noun is no cue ("from reading to late night work, and ... my phone")
+    assert statuses(HUB, "Bright from reading to late night work, and it charges my phone.") == []
+
+
+def test_brand_naming_another_device_is_not_a_brand_claim():
+    assert statuses(POWER_BANK, "Tested it on my sister's MSI gf63 laptop.") == []
+    assert statuses(POWER_BANK, "An accessory for an Apple product should be certified.") == []
+    assert status_of(POWER_BANK, "This Samsung power bank is great.", "samsung") == \
+        "contradicted"
+
+
+def test_spec_list_reads_only_its_first_value():
+    text = "The 126-inch 50-inch (70.5 mm) 1.25-inch (3.3 mm) 2.5-inch (6.4 mm)"
+    tv = {"title": "Kodex 126 cm (50 inches) LED TV", "category": ["TVs"]}
+    got = [(c["text"], c["status"]) for c in check_claims(tv, text)]
+    assert got == [("126-inch", "contradicted")]
+
+
+def test_purchase_offers_and_bare_percentages_are_not_listing_claims():
+    assert statuses(POWER_BANK, "Got 10% discount from my HDFC debit card.") == []
+    assert statuses(POWER_BANK, "Love getting 5% back with my card.") == []
+    assert statuses(POWER_BANK, "It charged my phone to 80% in an hour.") == []
+    assert status_of(POWER_BANK, "Bought it at 56% off.", "56%") == "supported"
+
+
+def test_duration_takes_the_nearest_role_and_listing_units():
+    text = "With a 10-year warranty and a 10-year battery life, it is fine."
+    got = [(c["text"], c["attribute"], c["status"]) for c in check_claims(HUB, text)]
+    assert got == [("10-year", "warranty", "supported"), ("10-year", "battery", "unsupported")]
+    assert status_of(HUB, "A crisp 1080p picture.", "1080p") == "supported"
+
+
+def test_size_words_and_colour_options():
+    assert status_of(POWER_BANK, "It is lightweight and compact.", "lightweight") == "unsupported"
+    light = {**POWER_BANK, "features": POWER_BANK["features"] + ["Light in weight"]}
+    assert status_of(light, "It is lightweight.", "lightweight") == "supported"
+    plain = {"title": "Voltra USB Hub", "category": ["USB Hubs"]}
+    assert status_of(plain, "Available in various colours.", "colours") == "unsupported"
+    assert status_of(HUB, "Available in various colours.", "colours") == "contradicted"

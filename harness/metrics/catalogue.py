@@ -8,11 +8,12 @@ from ..io import HarnessError
 
 
 def register_catalogue(records: list[dict], source: str) -> None:
-    from .lexicon import register_brands
+    from .lexicon import register_brands, register_part_words
     from .relevance import register_catalogue as centre_on
 
     products = [r.get("product") or {} for r in records]
     register_brands(p.get("brand") for p in products)
+    register_part_words(products)
     centre_on(products, source)
 
 

@@ -51,7 +51,7 @@ def _qual(m: re.Match) -> str | None:
 # Words before a brand/model naming the user's other device or a comparison.
 OTHER_DEVICE_BEFORE = re.compile(
     r"(?:\bmy\b|\bour\b|\bwith (?:my|our|the|a|an|all|any|most)\b|\bfor (?:my|our|all|any|"
-    r"most)\b|\bthan\b|\bvs\.?|\bversus\b|\blike\b|\bunlike\b|\bcompared?\b|\bcompatible\b|"
+    r"most|an?|the)\b|\bthan\b|\bvs\.?|\bversus\b|\blike\b|\bunlike\b|\bcompared?\b|\bcompatible\b|"
     r"\bcompatibility\b|\bsupports?\b|\bworks?\b|\bworking\b|\binstead\b|\bprevious\b|\bold\b|"
     r"\bearlier\b|\bswitched\b|\breplac\w*|\bfrom an?\b|\bused\b|\bhad\b|\bcame\b|\bcoming\b|"
     r"\bupgrad\w*|\bmoved\b|\bshifted\b|\btried\b|\bother\b|\bsimilar\b|\bor\b|/)"
@@ -68,6 +68,8 @@ RATING_CONTEXT = re.compile(r"\b(?:rated|rating|ratings|average|overall|customer
                             r"amazon|listed|shows?)\b", re.I)
 DISCOUNT_CONTEXT = re.compile(r"\boff\b|discount|\bsale\b|\bdeal\b|\bsav(?:e|ed|ing)\b|"
                               r"cheaper|\boffer\b|\bmrp\b|price drop|\breduced\b", re.I)
+PAYMENT_OFFER = re.compile(r"\bcash ?back\b|%\s*back\b|\bbank\b|\bdebit\b|\bcredit card|"
+                           r"\bemi\b|\bcoupons?\b|\breward|\bpoints\b", re.I)
 DURATION_ROLES = [  # first match wins; a duration without a role is a usage period, not a spec
     ("warranty", re.compile(r"warrant|guarant", re.I)),
     ("charging_time", re.compile(r"\b(?:charg\w*|recharg\w*)\b[^.!?]{0,25}\b(?:in|within|takes?|"
@@ -177,9 +179,24 @@ def percent_claims(text: str, spans: _Spans, out: list) -> None:
         v = parse_num(m.group("n"))
         if v == 100 or v > 100:  # "100% satisfied" is an intensifier, not a fact
             continue
+        if PAYMENT_OFFER.search(_window(text, m.start(), m.end(), 30, 30)):
+            continue  # a bank-card / cashback offer of the purchase, not the listing's discount
         disc = bool(DISCOUNT_CONTEXT.search(_window(text, m.start(), m.end(), 30, 20)))
         out.append(Claim("discount" if disc else "percent", m.group(0).strip(), m.start(),
                          m.end(), "discount_percent" if disc else "percent", v, _qual(m)))
+
+
+HALF_PRICE_RE = re.compile(r"\b(?:at |for )?half (?:the |of the |its )?(?:price|mrp|list price|"
+                           r"original price|cost)\b", re.I)
+
+
+def half_price_claims(text: str, spans: _Spans, out: list) -> None:
+    """'half the price', 'half the MRP': a 50 % discount (LABELLING.md)."""
+    for m in HALF_PRICE_RE.finditer(text):
+        if spans.free(m.start(), m.end()):
+            spans.take(m.start(), m.end())
+            out.append(Claim("discount", m.group(0).strip(), m.start(), m.end(),
+                             "discount_percent", 50.0))
 
 
 RATING_RES = [
@@ -241,11 +258,19 @@ def version_claims(text: str, spans: _Spans, out: list) -> None:
 
 
 def duration_role(text: str, start: int, end: int) -> str | None:
-    win = _window(text, start, end, 45, 30)
-    for role, rx in DURATION_ROLES:
-        if rx.search(win):
-            return role
-    return None
+    """The role word nearest the duration ("a 10-year warranty and a 10-year battery life":
+    warranty, then battery); on a tie the first role of DURATION_ROLES."""
+    s, e = sentence_bounds(text, start, end)
+    ws = max(s, start - 45)
+    win = text[ws:min(e, end + 30)]
+    best = None
+    for rank, (role, rx) in enumerate(DURATION_ROLES):
+        for m in rx.finditer(win):
+            a, b = ws + m.start(), ws + m.end()
+            dist = start - b if b <= start else (a - end if a >= end else 0)
+            if best is None or (dist, rank) < best[:2]:
+                best = (dist, rank, role)
+    return best[2] if best else None
 
 
 # "my 65W brick", "for a 10 inch tablet", "from my 500GB HDD": another device's numbers.
@@ -257,11 +282,34 @@ OTHER_DEVICE_NOUN = re.compile(r"\s*-?\s*(?:phones?|mobiles?|smartphones?|laptop
                                re.I)
 
 
+LIST_GAP = re.compile(r"[\s()\[\],;/|&+-]*")
+
+
+def _list_tails(text: str, qs: list) -> set[int]:
+    """Indices of quantities that continue a bare list: three or more values of one dimension
+    with nothing but punctuation between them ("126-inch 50-inch (70.5 mm) 1.25-inch ...", a
+    spec dump) state no single value of the product; only the list's first value is read."""
+    drop, i = set(), 0
+    while i < len(qs):
+        j = i
+        while j + 1 < len(qs) and qs[j + 1].dim == qs[i].dim and \
+                LIST_GAP.fullmatch(text[qs[j].end:qs[j + 1].start]):
+            j += 1
+        if j - i >= 2:
+            drop.update(range(i + 1, j + 1))
+        i = j + 1
+    return drop
+
+
 def quantity_claims(text: str, spans: _Spans, out: list, keep_roleless: bool = False) -> None:
-    for q in find_quantities(text):
+    qs = find_quantities(text)
+    tails = set() if keep_roleless else _list_tails(text, qs)
+    for i, q in enumerate(qs):
         if not spans.free(q.start, q.end):
             continue
         spans.take(q.start, q.end)
+        if i in tails:
+            continue
         before = text[max(0, q.start - 20):q.start]
         if not keep_roleless and (MY_BEFORE.search(before) or (
                 FOR_A_BEFORE.search(before) and OTHER_DEVICE_NOUN.match(text[q.end:]))):
@@ -382,6 +430,28 @@ def _names_subject(after: str, subject: set[str] | None) -> bool:
     return bool(subject and m and m.group(1).lower() in subject)
 
 
+DEVICE_NOUNS = re.compile(r"(?:phones?|mobiles?|smartphones?|laptops?|notebooks?|tablets?|tabs?|"
+                          r"tvs?|televisions?|pcs?|desktops?|computers?|monitors?|macbooks?|"
+                          r"consoles?|cars?|bikes?|routers?|cameras?|watch(?:es)?|"
+                          r"earphones?|headphones?|speakers?|printers?)", re.I)
+
+
+def _names_other_device(after: str, subject: set[str] | None) -> bool:
+    """The brand names another device: one of the next three words (model codes between are
+    allowed) is a device noun that does not name this product ("MSI gf63 laptop" in a review
+    of a headphone splitter)."""
+    m = re.match(r"[®™]?((?:\s+[\w-]+){1,3})", after)
+    if not m:
+        return False
+    for raw in m.group(1).split():
+        w = raw.lower()
+        if DEVICE_NOUNS.fullmatch(w):
+            return not (subject and (w in subject or w.rstrip("s") in subject))
+        if not re.fullmatch(r"[\w-]+", raw):
+            break
+    return False
+
+
 def brand_claims(text: str, spans: _Spans, out: list, subject: set[str] | None = None,
                  own: str | None = None) -> None:
     exact = {b for b in lx.known_brands() if b != b.lower() and b != b.capitalize()}
@@ -409,8 +479,41 @@ def brand_claims(text: str, spans: _Spans, out: list, subject: set[str] | None =
             OWN_PRODUCT_BEFORE.search(before)
         if _names_subject(after, subject):
             other_ctx = False  # "my first Samsung phone" when the product is a phone
+        elif _names_other_device(after, subject):
+            other_ctx = True   # "MSI gf63 laptop" in a review of a headphone splitter
         out.append(Claim("brand", m.group(0), m.start(), m.end(), "brand", key, None,
                          {"other_context": other_ctx}))
+
+
+# "this Voltix power bank", "these Kestrel earbuds": a capitalised name right before a word
+# naming this product is its maker, whether or not any list knows the name.
+MAKER_BEFORE_PRODUCT = re.compile(
+    r"\b(?i:this|these|that|the|my new|our new|a|an)\s+(?P<name>[A-Z][A-Za-z0-9+&'-]*[A-Za-z0-9]"
+    r"(?:\s[A-Z][A-Za-z0-9+&'-]*[A-Za-z0-9])?)\s+(?P<noun>[a-z][a-z-]+)")
+
+
+def maker_claims(text: str, spans: _Spans, out: list, subject: set[str] | None = None) -> None:
+    """Brand claims found by shape, not by a list: a capitalised name (not an English word, not a
+    colour / material / feature word) between 'this' / 'the' / 'a' and a word of the product's
+    title or category. The checker compares it with the JSON's brand and text."""
+    if not subject:
+        return
+    for m in MAKER_BEFORE_PRODUCT.finditer(text):
+        name, noun = m.group("name"), m.group("noun").lower()
+        if not spans.free(m.start("name"), m.end("name")) or noun in PART_STOP or \
+                (noun not in subject and noun.rstrip("s") not in subject):
+            continue
+        words = name.split()
+        if any(lx.brand_key(w) in lx.common_words() or lx.brand_key(w) in subject or
+               lx._lexicon_word(w) or len(lx.brand_key(w)) < 3 for w in words) or \
+                lx.brand_key(name) in lx.RETAILERS:
+            continue
+        spans.take(m.start("name"), m.end("name"))
+        # "better than the Brevora kettle", "switched from a Brevora kettle": another product
+        other = bool(OTHER_DEVICE_BEFORE.search(text[max(0, m.start("name") - 24):
+                                                     m.start("name")]))
+        out.append(Claim("brand", name, m.start("name"), m.end("name"), "brand",
+                         lx.brand_key(name), None, {"other_context": other}))
 
 
 _COLOURS = lx.compile_alternatives(lx.COLOURS)
@@ -441,7 +544,17 @@ def _names_other_thing(after: str, subject: set[str] | None) -> bool:
                                                            w.rstrip("s") in subject))
 
 
+COLOUR_OPTIONS = re.compile(r"\bavailable in (?:a )?(?:various|many|multiple|different|several|"
+                            r"variety of|range of|wide range of|lots of|a lot of) colou?rs\b",
+                            re.I)
+AVAILABLE_IN_BEFORE = re.compile(r"\bavailable in\b[\w\s,&]{0,30}$", re.I)
+
+
 def colour_claims(text: str, spans: _Spans, out: list, subject: set[str] | None = None) -> None:
+    for m in COLOUR_OPTIONS.finditer(text):   # "available in various colours": several colours
+        if spans.free(m.start(), m.end()):
+            spans.take(m.start(), m.end())
+            out.append(Claim("colour", m.group(0), m.start(), m.end(), "colour_options", None))
     for table, ambiguous in ((_COLOURS, False), (_AMBIG_COLOURS, True)):
         for name, rx in table:
             for m in rx.finditer(text):
@@ -449,7 +562,8 @@ def colour_claims(text: str, spans: _Spans, out: list, subject: set[str] | None 
                     continue
                 after, before = text[m.end():m.end() + 25], text[max(0, m.start() - 20):m.start()]
                 if not _names_subject(after, subject) and (
-                        _NOT_PRODUCT.match(after) or _AND_WHITE_BEFORE.search(before)
+                        _NOT_PRODUCT.match(after) or (_AND_WHITE_BEFORE.search(before) and
+                                                      not AVAILABLE_IN_BEFORE.search(before))
                         or _names_other_thing(after, subject)):
                     continue
                 if NEGATION_BEFORE.search(before):
@@ -496,9 +610,154 @@ def feature_claims(text: str, spans: _Spans, out: list) -> None:
             out.append(Claim("feature", m.group(0), m.start(), m.end(), "feature", name))
 
 
-EXTRACTORS = (money_claims, percent_claims, rating_claims, version_claims, quantity_claims,
-              count_claims, feature_claims, colour_claims, material_claims, model_claims,
-              brand_claims)
+# --- compatibility: the devices a review says the product works with -----------------------
+# Device words by group; a claim names a group, and any word of the group in the JSON supports
+# it ("phone" is supported by "smartphones", "iPad" by "tablet").
+DEVICE_GROUPS = {
+    "iphone": r"iphones?",
+    "phone": r"(?:smart ?|mobile |cell ?)?phones?|mobiles?",
+    "ipad": r"ipads?",
+    "tablet": r"tablets?|tabs",
+    "macbook": r"macbooks?",
+    "laptop": r"laptops?|notebooks?|ultrabooks?|chromebooks?",
+    "computer": r"computers?|pcs?|desktops?|imacs?",
+    "tv": r"(?:smart |led |android )?tvs?|televisions?",
+    "set-top-box": r"set[- ]?top box(?:es)?|dth",
+    "console": r"xbox(?:es)?|playstations?|ps[345]|consoles?|nintendo switch",
+    "car": r"cars?|car stereos?|android auto|apple carplay|carplay",
+    "camera": r"cameras?|dslrs?|camcorders?|gopros?",
+    "watch": r"smart ?watch(?:es)?|(?<=my )watch|(?<=a )watch|(?<=the )watch",
+    "router": r"routers?|modems?",
+    "printer": r"printers?",
+    "speaker": r"speakers?|sound ?bars?|home theat(?:er|re)s?",
+    "headphones": r"head ?phones?|ear ?phones?|earbuds?|headsets?",
+}
+# "car charger", "phone holder", "laptop bag": another thing, not the device
+NOT_THE_DEVICE = (r"(?!\s+(?:chargers?|adapters?|cables?|mounts?|holders?|stands?|remotes?|"
+                  r"covers?|cases?|bags?|sleeves?|accessor\w*|brackets?|tables?))")
+_DEVICE_RE = re.compile(r"(?<![\w-])(?:" + "|".join(
+    "(?P<%s>%s)" % (k.replace("-", "_"), v) for k, v in DEVICE_GROUPS.items()) + r")(?![\w-])" +
+    NOT_THE_DEVICE, re.I)
+# What makes a device mention a compatibility claim: it follows one of these in its clause.
+COMPAT_CUE = re.compile(
+    r"\b(?:(?P<neg>in-?compatible|not compatible|(?:doesn['’]?t|does not|didn['’]?t|did not|"
+    r"won['’]?t|will not|not|never) (?:work|fit|connect|support|pair)\w*)|compatible|"
+    r"compatibility|"
+    r"(?:works?|worked|working)(?: \w+)? (?:with|on|for|in)|suitable|supports?|supported|"
+    r"fits?|including|connects?|connected|(?:pairs?|paired) (?:with|to)|"
+    r"(?:use[ds]?|using)(?: (?:it|this|them))? (?:with|on)|for)\b", re.I)
+CLAUSE_BREAK = re.compile(r"[.!?;:\n]|\bbut\b|\bbecause\b|\bwhich\b|\bthat\b", re.I)
+
+
+def compatibility_claims(text: str, spans: _Spans, out: list, subject: set[str] | None = None
+                         ) -> None:
+    """'works with my iPhone XR', 'best device for Lenovo laptop', 'incompatible with my
+    tablet', 'ideal for laptops, tablets and smartphones': one claim per device named after a
+    compatibility cue in the same clause (a device word naming the product itself is not)."""
+    for m in _DEVICE_RE.finditer(text):
+        if not spans.free(m.start(), m.end()):
+            continue
+        group = m.lastgroup.replace("_", "-")
+        word = m.group(0).lower()
+        if subject and re.findall(r"[a-z]+", word)[-1] in subject:
+            continue  # "this phone" in a phone review; "for my laptop" for a laptop stand
+        s, _ = sentence_bounds(text, m.start(), m.end())
+        before = text[max(s, m.start() - 100):m.start()]
+        breaks = list(CLAUSE_BREAK.finditer(before))
+        if breaks:
+            before = before[breaks[-1].end():]
+        cues = list(COMPAT_CUE.finditer(before))
+        if not cues:
+            continue
+        neg = any(c.group("neg") for c in cues)
+        spans.take(m.start(), m.end())
+        out.append(Claim("compatibility", m.group(0), m.start(), m.end(), "device", group,
+                         None, {"negated": neg}))
+
+
+# --- parts and capabilities in free words ---------------------------------------------------
+PART_HAS = re.compile(r"\b(?:comes with|come with|equipped with|includes|(?:has|have|with) "
+                      r"(?:an? )?(?:built-in|inbuilt|in-built))\s+", re.I)
+PART_LACKS = re.compile(r"\b(?:(?P<no>no)|without any|lacks?|lacking|doesn['’]?t have|"
+                        r"does not have)\s+"
+                        r"(?!(?:more|extra|such|other|body|one|need|longer|matter|further|"
+                        r"additional|hidden|too|much|many)\b)", re.I)
+# a bare "no X" states that the product lacks X only at the start of a clause or after "has",
+# "there is", "comes with" ("No remote.", "but no place for stylus", "there is no timer"), not
+# inside an account ("under no offers", "had no cash", "due to no balance")
+NO_STARTS_CLAUSE = re.compile(r"(?:^|[.!?:;\n•*)-]|\b(?:but|and|has|have|with|there is|"
+                              r"there['’]s|there are|it has))\s*$", re.I)
+PART_WORDS = re.compile(r"(?:(?:a|an|the|its|any|two|dual|built-in|inbuilt|in-built|separate|"
+                        r"extra)\s+)?((?:[a-z][a-z-]*)(?:\s+[a-z][a-z-]*){0,2})", re.I)
+PART_STOP = {"for", "to", "of", "in", "on", "and", "or", "but", "with", "is", "are", "was",
+             "were", "the", "a", "an", "it", "that", "which", "as", "at", "from", "by", "so",
+             "be", "can", "will", "if", "this", "its", "any", "all", "these", "those", "they",
+             "them", "ever", "about", "when", "while", "after", "before", "than", "then", "not",
+             "also", "even", "just", "only", "very", "too", "such", "one", "you", "your", "our",
+             "their", "his", "her", "what", "how", "why", "where", "who", "there", "here",
+             "between", "anywhere", "anything", "everywhere"}
+PERSON_BEFORE = re.compile(r"\b(?:i|we|you|he|she|my|our|your|his|her|they|someone|anyone|"
+                           r"everyone|people)\b[\w\s']{0,12}$", re.I)
+
+
+PART_DENIED_AFTER = re.compile(r"\s+(?:is |are )?(?:not|never) (?:support(?:ed|s)?|available|"
+                               r"provided|included|there)\b", re.I)
+
+
+def part_claims(text: str, spans: _Spans, out: list) -> None:
+    """'it has a stylus slot', 'no place for stylus', 'has no moving parts': a word the
+    catalogue's listings use for a part or capability (lexicon.part_words), named as something
+    the product has or lacks. The head word (the last part word before a function word) is
+    the claim; it is checked against the words of the JSON."""
+    parts = lx.part_words()
+    if not parts:
+        return
+    for cue_rx, neg in ((PART_LACKS, True), (PART_HAS, False)):
+        for m in cue_rx.finditer(text):
+            if PERSON_BEFORE.search(text[max(0, m.start() - 20):m.start()]):
+                continue  # "I have a Macbook", "used my phone without a screen guard"
+            if neg and m.group("no") and not NO_STARTS_CLAUSE.search(
+                    text[max(0, m.start() - 20):m.start()]):
+                continue
+            w = PART_WORDS.match(text, m.end())
+            if not w:
+                continue
+            head = None
+            for t in list(re.finditer(r"[a-z][a-z-]*", w.group(1), re.I))[:2]:
+                if t.group(0).lower() in PART_STOP:
+                    break
+                if re.search(r"(?:ing|ed|ly)$", t.group(0)):
+                    continue  # "moving parts": a modifier, not the part
+                if singular(t.group(0)) in lx.NOT_PARTS:
+                    head = None   # "no problems ever", "no wonder customer care"
+                    break
+                if singular(t.group(0)) in parts and head is None:
+                    head = t      # the first part word: "moving parts", "stylus slot"
+            # adjectives by their endings, colour / material / feature words (their own
+            # extractors read them) and devices (compatibility) are not parts
+            if head is None or re.search(r"(?:ous|ful|ive|able|ible|ant|ent|less)$",
+                                         head.group(0), re.I) or \
+                    lx._lexicon_word(head.group(0)) or _DEVICE_RE.fullmatch(head.group(0)):
+                continue
+            _part_claim(text, spans, out, w.start(1) + head.start(), w.start(1) + head.end(),
+                        neg)
+    # postfix denials: "Play Store not support", "remote is not included"
+    for m in PART_DENIED_AFTER.finditer(text):
+        w = re.search(r"([a-z][a-z-]*)$", text[max(0, m.start() - 30):m.start()], re.I)
+        if w and singular(w.group(1)) in parts and w.group(1).lower() not in PART_STOP:
+            _part_claim(text, spans, out, m.start() - len(w.group(1)), m.start(), True)
+
+
+def _part_claim(text: str, spans: _Spans, out: list, s: int, e: int, neg: bool) -> None:
+    if spans.free(s, e):
+        spans.take(s, e)
+        out.append(Claim("feature", text[s:e], s, e, "part", singular(text[s:e]), None,
+                         {"negated": neg}))
+
+
+EXTRACTORS = (money_claims, percent_claims, half_price_claims, rating_claims, version_claims,
+              quantity_claims, count_claims, feature_claims, colour_claims, material_claims,
+              model_claims, compatibility_claims, brand_claims, maker_claims, part_claims)
 
 
 def extract_claims(text: str, subject: set[str] | None = None,
@@ -508,7 +767,7 @@ def extract_claims(text: str, subject: set[str] | None = None,
     cable while "black table" is not; `own_brand`: the product's brand, always recognised."""
     spans, out = _Spans(), []
     for fn in EXTRACTORS:
-        if fn is colour_claims:
+        if fn in (colour_claims, compatibility_claims, maker_claims):
             fn(text, spans, out, subject)
         elif fn is brand_claims:
             fn(text, spans, out, subject, own_brand)

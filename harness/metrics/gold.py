@@ -54,7 +54,8 @@ REQUIRED_KEYS = ("id", "kind", "split", "product_id", "text", "claims")
 METRIC_KIND = {"quantity": "quantity", "price": "price", "discount": "discount",
                "percent": "other", "rating": "rating", "rating_count": "rating",
                "count": "count", "version": "feature", "model": "model", "brand": "brand",
-               "colour": "colour", "material": "material", "feature": "feature"}
+               "colour": "colour", "material": "material", "feature": "feature",
+               "compatibility": "compatibility"}
 # the fluency flags that correspond to a gold fluency label
 FLAG_OF_LABEL = {"loop": "degenerate_loop", "echo": "degenerate_echo",
                  "truncated": "degenerate_cutoff"}
@@ -721,8 +722,9 @@ def run_gold(gold_files: list[str | Path], records: list[dict] | None = None, *,
         from .catalogue import register_catalogue
         register_catalogue(records, "gold validation: prepared data")
     else:
-        from .lexicon import register_brands
+        from .lexicon import register_brands, register_part_words
         register_brands((r.get("product") or {}).get("brand") for r in records)
+        register_part_words(r.get("product") or {} for r in records)
 
     primary, second = primary_and_second(items)
     in_half = [it for it in primary if half == "all" or half_of(it.product_id) == half]

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from . import lexicon as lx
-from .claims import (Claim, _Spans, count_claims, extract_claims, money_claims,
-                     noun_count_candidates, percent_claims, quantity_claims, rating_claims,
-                     version_claims)
+from .claims import (DEVICE_GROUPS, NOT_THE_DEVICE, Claim, _Spans, count_claims, extract_claims,
+                     money_claims, noun_count_candidates, percent_claims, quantity_claims,
+                     rating_claims, singular, version_claims)
 from .units import matches
 
 SUPPORTED, UNSUPPORTED, CONTRADICTED = "supported", "unsupported", "contradicted"
@@ -62,6 +62,7 @@ class Facts:
     material_attr: set = field(default_factory=set)
     features: set = field(default_factory=set)
     subject: set = field(default_factory=set)  # words naming the product (title, category)
+    words: set = field(default_factory=set)    # every word of the JSON, singular
 
 
 def _fmt(v: float) -> str:
@@ -86,9 +87,16 @@ def build_facts(product: dict) -> Facts:
     f.subject = {w.rstrip("s") for t in [product.get("title", "")] + product.get("category", [])
                  for w in re.findall(r"[a-z]{3,}", t.lower())}
     f.subject |= {w + "s" for w in f.subject}
+    f.words = {singular(w) for w in re.findall(r"[a-z]{3,}", text.lower())}
     f.rating = product.get("rating")
     f.rating_count = product.get("rating_count")
     for fld, line in lines:
+        # listings glue values to words ("performance.1.5m LONG", "... Gen -1.5m (Black)")
+        line = re.sub(r"(?<=[A-Za-z])\.(?=\d)|(?<=\s)-(?=\d)", " ", line)
+        # a resolution "1920x1080" states the "1080p" a review may give
+        for m in re.finditer(r"(?<!\d)(\d{3,4})\s?[x×*]\s?(\d{3,4})(?!\d)", line):
+            h = float(min(int(m.group(1)), int(m.group(2))))
+            f.quantities.append(("resolution", "resolution", h, h, m.group(0)))
         spans, found = _Spans(), []
         for fn in (money_claims, percent_claims, rating_claims, version_claims):
             fn(line, spans, found)
@@ -191,10 +199,14 @@ def _check_discount(c: Claim, f: Facts):
 
 
 def _check_percent(c: Claim, f: Facts):
+    """A bare percentage (no discount context) is checked only when the JSON states one: in
+    real reviews one the JSON does not state is nearly always the reviewer's own figure
+    ("charged 80% in 1 hr", "a 20% tip", "85-90% accurate"), not a claim of the listing."""
     for p in f.percents + f.discounts:
         if matches(c.value, c.value, c.qualifier, p, p, 0.5):
             return SUPPORTED, f"{_fmt(p)}%"
-    return UNSUPPORTED, ""
+    return (UNSUPPORTED, "JSON: " + "/".join(f"{_fmt(p)}%" for p in f.percents[:3])) \
+        if f.percents else None
 
 
 def _check_rating(c: Claim, f: Facts):
@@ -260,6 +272,12 @@ def _check_brand(c: Claim, f: Facts):
 
 
 def _check_colour(c: Claim, f: Facts):
+    if c.attribute == "colour_options":   # "available in various colours"
+        if len(f.colour_attr) >= 2 or re.search(r"colou?rs? (?:may vary|available)|"
+                                                r"multi-?colou?r|assorted", f.text):
+            return SUPPORTED, "colours: " + "/".join(sorted(f.colour_attr))
+        return (CONTRADICTED, "colour " + "/".join(sorted(f.colour_attr))) if f.colour_attr \
+            else (UNSUPPORTED, "")
     name = c.value
     fam = COLOUR_FAMILY.get(name, name)
     if name in f.colours or any(COLOUR_FAMILY.get(x, x) == fam for x in f.colours):
@@ -281,6 +299,13 @@ def _check_material(c: Claim, f: Facts):
 
 
 def _check_feature(c: Claim, f: Facts):
+    if c.attribute == "part":   # a part / capability in free words
+        named = c.value in f.words
+        if c.extra.get("negated"):
+            if named and re.search(r"\b(?:no|without|free of|zero|non)[- ](?:\w+[- ]){0,2}"
+                                   + re.escape(c.value), f.text):
+                return SUPPORTED, f"JSON: no {c.value}"   # "no fees" restated
+        return _named(c, named)
     name = c.value
     if name in f.features:
         return SUPPORTED, "feature in JSON"
@@ -291,8 +316,35 @@ def _check_feature(c: Claim, f: Facts):
     return UNSUPPORTED, ""
 
 
+_DEVICE_GROUP_RX = {g: re.compile(r"(?<![a-z])(?:" + rx + r")(?![a-z])" + NOT_THE_DEVICE, re.I)
+                    for g, rx in DEVICE_GROUPS.items()}
+
+
+# A general device word is supported by the JSON naming a specific one ("phone" by "iPhone");
+# a specific one only by itself ("iPhone" is not supported by "smartphones").
+DEVICE_SUPPORTED_BY = {"phone": ("phone", "iphone"), "tablet": ("tablet", "ipad"),
+                       "laptop": ("laptop", "macbook")}
+
+
+def _check_compatibility(c: Claim, f: Facts):
+    """A device the JSON names (any word of its group) supports 'works with X'; a denial of a
+    named device contradicts; a device the JSON never names is unsupported."""
+    named = any(_DEVICE_GROUP_RX[g].search(f.text)
+                for g in DEVICE_SUPPORTED_BY.get(c.value, (c.value,)))
+    return _named(c, named)
+
+
+def _named(c: Claim, named: bool):
+    """Has / works with X: supported when the JSON names X; a denial ("no X", "does not work
+    with X") of what the JSON names is contradicted; X never named: unsupported."""
+    if not named:
+        return UNSUPPORTED, ""
+    return (CONTRADICTED if c.extra.get("negated") else SUPPORTED), f"JSON names {c.value}"
+
+
 CHECKERS = {"quantity": _check_quantity, "price": _check_price, "discount": _check_discount,
-            "percent": _check_percent, "rating": _check_rating,
+            "compatibility": _check_compatibility, "percent": _check_percent,
+            "rating": _check_rating,
             "rating_count": _check_rating_count, "count": _check_count,
             "version": _check_version, "model": _check_model, "brand": _check_brand,
             "colour": _check_colour, "material": _check_material, "feature": _check_feature}

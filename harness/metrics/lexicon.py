@@ -127,7 +127,8 @@ FEATURES = {
     "spo2": (r"spo2|blood oxygen", None), "sleep tracking": (r"sleep (?:tracking|monitor\w*)",
                                                             None),
     "step counter": (r"step (?:count\w*|track\w*)|pedometer", None),
-    "fingerprint sensor": (r"finger ?print(?: sensor| scanner| reader| unlock)?", None),
+    "fingerprint sensor": (r"finger ?print(?:er)?(?: sensor| scanner| reader| unlock)?",
+                           None),
     "face unlock": (r"face unlock|face id|face recognition", None),
     "nfc": (r"\bnfc\b", None), "5g": (r"\b5g\b(?!hz)", "network"), "4g": (r"\b4g\b|\blte\b|volte",
                                                                      "network"),
@@ -150,6 +151,14 @@ FEATURES = {
     "cash on delivery": (r"cash on delivery", None),
     "no expiry": (r"(?:no|never) expir\w*|does not expire|doesn't expire|never expires", None),
     "reloadable": (r"reloadable", None),
+    # size / weight / make words a listing states as attributes (LABELLING.md: "lightweight",
+    # "portable", "compact" are feature claims, not opinions)
+    "lightweight": (r"light[- ]?weight|light in weight|feather[- ]?(?:light|weight)", None),
+    "portable": (r"portable|travel[- ]friendly", None),
+    "compact": (r"compact|small (?:in )?size|pocket[- ]?(?:size|sized|friendly)", None),
+    "slim": (r"slim|ultra[- ]?thin|slimline", None),
+    "eco-friendly": (r"eco[- ]?friendly|environment(?:ally)?[- ]friendly|recyclable|"
+                     r"biodegradable|recycled", None),
 }
 
 # --- brands ------------------------------------------------------------------------------
@@ -239,6 +248,69 @@ def register_brands(brands) -> int:
     if added:
         brand_regex.cache_clear()
     return added
+
+
+# --- product-part words of the catalogue ----------------------------------------------------
+# Words that listings of the catalogue use for parts and capabilities ("stylus", "timer",
+# "smoothie"): named in a review as something the product has or lacks, they are feature claims
+# the JSON can support. Taken from the catalogue being scored, not from a hand list: a word in
+# the titles / features of at least PART_MIN_PRODUCTS products and at most PART_MAX_SHARE of
+# them (more common words are generic: "design", "quality").
+PART_MIN_PRODUCTS, PART_MAX_SHARE = 3, 0.15
+_PART_DF: dict[str, int] = {}
+_PART_N = [0]
+_PART_SEEN: set[str] = set()
+# Nouns of experience and judgement, never a part ("no problem", "has a good value").
+NOT_PARTS = {"problem", "issue", "complaint", "complain", "doubt", "need", "worry", "hassle",
+             "difference", "regret", "time", "point", "value", "money", "price", "quality",
+             "experience", "performance", "damage", "defect", "scratch", "return", "refund",
+             "replacement", "delivery", "response", "service", "idea", "reason", "choice",
+             "chance", "change", "effect", "sign", "other", "more", "less", "much", "many",
+             "such", "same", "good", "great", "nice", "best", "better", "very", "really", "much",
+             "sound", "noise", "power", "heat", "smell", "lag", "work", "working", "option",
+             "thing", "stuff", "product", "item", "device", "unit", "piece", "warranty",
+             "support", "life", "size", "look", "design", "feel", "build", "material", "color",
+             "colour", "function", "feature", "mode", "easy", "extra", "issue", "trouble",
+             "waste", "use", "usage", "user", "people", "person", "customer", "amazon", "seller",
+             "brand", "company", "order", "box", "package", "packaging", "cost", "rate",
+             "rating", "review", "star", "year", "month", "week", "day", "hour", "minute",
+             "second", "first", "last", "next", "only", "also", "even", "just", "still",
+             "well", "high", "low", "long", "short", "small", "large", "full", "free", "fast",
+             "slow", "quick", "premium", "perfect", "excellent", "awesome", "amazing", "super",
+             "little", "bit", "lot", "inch", "feet", "meter", "watt", "volt", "gram", "range",
+             "variety", "kind", "anything", "something", "nothing", "everything", "been",
+             "have", "about", "left", "fault", "difficulty", "error", "lack", "light", "around",
+             "home", "came", "given", "adds", "style", "charge", "fee", "cut", "wonder",
+             "care", "durability", "comfort", "clarity", "stability", "reliability", "thought",
+             "way", "help", "word", "cash", "balance", "offer", "indication", "demo",
+             "necessary", "delay", "need", "enough", "some", "concern", "wear", "tear",
+             "hassle", "fuss", "mess"}
+
+
+def register_part_words(products) -> int:
+    """Count the words of the catalogue's titles and features (once per product)."""
+    from .claims import singular
+
+    added = 0
+    for p in products:
+        key = (p.get("title") or "") + "\n" + "\n".join(map(str, p.get("features") or []))
+        if not key.strip() or key in _PART_SEEN:
+            continue
+        _PART_SEEN.add(key)
+        _PART_N[0] += 1
+        added += 1
+        for w in {singular(w) for w in re.findall(r"[a-z]{4,}", key.lower())}:
+            _PART_DF[w] = _PART_DF.get(w, 0) + 1
+    if added:
+        part_words.cache_clear()
+    return added
+
+
+@lru_cache(maxsize=1)
+def part_words() -> frozenset:
+    cap = PART_MAX_SHARE * _PART_N[0]
+    return frozenset(w for w, n in _PART_DF.items()
+                     if PART_MIN_PRODUCTS <= n <= cap and w not in NOT_PARTS)
 
 
 def known_brands() -> list[str]:

@@ -12,6 +12,10 @@ NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, 
                 "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15,
                 "twenty": 20, "a dozen": 12, "dozen": 12, "a pair": 2, "pair": 2, "single": 1}
 NUMBER_WORD_RE = "|".join(sorted(NUMBER_WORDS, key=len, reverse=True))
+# Spelled-out numbers a quantity may start with ("two litres", "three-year warranty").
+SPELLED = {w: v for w, v in NUMBER_WORDS.items() if " " not in w and w not in ("pair", "single",
+                                                                               "dozen")}
+SPELLED_RE = "|".join(sorted(SPELLED, key=len, reverse=True))
 
 # spacing rule: "any" = "5 kg" or "5kg"; "attached" = only "5h", "3A"; "upper" = attached in
 # any case, or spaced when written in upper case ("65 W", "1.5 L").
@@ -45,7 +49,7 @@ UNITS: list[tuple[str, str, float, str]] = [
     (r"mins?|minutes?", "duration", 1 / 60, "any"),
     (r"hrs?|hours?|h", "duration", 1.0, "any_h"), (r"days?", "duration", 24.0, "any"),
     (r"weeks?", "duration", 168.0, "any"), (r"months?", "duration", 730.0, "any"),
-    (r"yrs?|years?", "duration", 8760.0, "any"),
+    (r"yrs?|years?", "duration", 8760.0, "any"), (r"y", "duration", 8760.0, "upper"),
     (r"°\s?c|degrees? c(?:elsius)?|celsius", "temperature", 1.0, "any"),
     (r"db|decibels?", "loudness", 1.0, "any"), (r"rpm", "speed_rpm", 1.0, "any"),
     (r"mp|megapixels?", "camera", 1.0, "any"), (r"p", "resolution", 1.0, "attached_p"),
@@ -64,7 +68,7 @@ QUALIFIERS = {
 _QUAL_RE = "|".join(f"(?P<q_{k}>{v})" for k, v in QUALIFIERS.items())
 
 QUANTITY_RE = re.compile(
-    rf"(?:(?:{_QUAL_RE})\s*)?(?<![\w.,/-])(?P<n1>{NUM})(?P<k1>k)?"
+    rf"(?:(?:{_QUAL_RE})\s*)?(?<![\w.,/-])(?P<n1>{NUM}|\b(?:{SPELLED_RE})\b)(?P<k1>k)?"
     rf"(?:\s*(?:-|–|to|~)\s*(?P<n2>{NUM})(?P<k2>k)?)?"
     rf"(?P<sp>\s?-?\s?)(?P<unit>{_UNIT_RE})(?![a-z0-9])", re.I)
 
@@ -134,7 +138,9 @@ def find_quantities(text: str) -> list[Quantity]:
                                              re.I)):
             continue
         qual = next((k[2:] for k, v in m.groupdict().items() if k.startswith("q_") and v), None)
-        lo = parse_num(m.group("n1"), m.group("k1")) * factor
+        n1 = m.group("n1")
+        lo = (float(SPELLED[n1.lower()]) if n1.lower() in SPELLED else
+              parse_num(n1, m.group("k1"))) * factor
         hi = parse_num(m.group("n2"), m.group("k2")) * factor if m.group("n2") else lo
         if hi < lo:
             lo, hi = hi, lo

@@ -27,11 +27,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from harness.backends.llama_cpp import LlamaCppLM, open_llama  # noqa: E402
 from harness.backends.throughput import METER  # noqa: E402
-from harness.io import write_json  # noqa: E402
+from harness.files import write_json  # noqa: E402
 from harness.models import resolve_gguf  # noqa: E402
 from harness.paths import RESULTS_DIR, SHARED_DATA  # noqa: E402
 from harness.prompts import review_prompt  # noqa: E402
-from harness.tasks_registry import read_records  # noqa: E402
+from harness.tasks.records import read_records  # noqa: E402
 
 
 def raw_request(llm, prompt: str, max_tokens: int) -> tuple[int, float, float]:

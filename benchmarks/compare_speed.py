@@ -35,7 +35,7 @@ for _k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
     os.environ.setdefault(_k, "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from harness.io import write_json  # noqa: E402
+from harness.files import write_json  # noqa: E402
 from harness.paths import ADAPTERS_DIR, DATA_DIR, RESULTS_DIR  # noqa: E402
 
 TASK = "product_review"
@@ -71,7 +71,7 @@ def random_adapter(model: str, dest: Path, seed: int = 0) -> Path:
 
 def pick_adapters(models: list[str], source: Path, dest: Path, log) -> dict:
     """One adapter per model, linked into `dest` (the run's adapters_dir)."""
-    from harness.compare import find_adapters
+    from harness.compare.plan import find_adapters
 
     chosen = {}
     for m in models:
@@ -90,7 +90,8 @@ def pick_adapters(models: list[str], source: Path, dest: Path, log) -> dict:
 
 def warm_up(models: list[str], adapters_dir: Path, backends: list[str]) -> None:
     """One-time costs both runs would otherwise pay unequally."""
-    from harness.compare import exported_gguf, find_adapters
+    from harness.compare.plan import find_adapters
+    from harness.export.to_gguf import ensure_exported
     from harness.metrics.config import reference_for
     from harness.metrics.fluency import reference_lm
     from harness.metrics.relevance import embedder
@@ -105,7 +106,7 @@ def warm_up(models: list[str], adapters_dir: Path, backends: list[str]) -> None:
             AutoModelForCausalLM._model_mapping[type(AutoConfig.from_pretrained(
                 pretrained, gguf_file=gguf))]
         if "llama-cpp" in backends:
-            files += [exported_gguf(str(a), "gguf-lora") for a in find_adapters(m, TASK,
+            files += [ensure_exported(str(a), "gguf-lora") for a in find_adapters(m, TASK,
                                                                                 adapters_dir)]
         reference_lm(reference_for(m))
     embedder()
@@ -149,7 +150,8 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.compare import CompareConfig, batch_sizes, compare
+    from harness.compare.plan import CompareConfig, batch_sizes
+    from harness.compare.run import compare
     from harness.metrics import relevance
 
     console = Console()

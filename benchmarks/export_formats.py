@@ -40,7 +40,7 @@ def peak_rss_mb() -> float:
 def run_gguf(path: str, prompts: list[str], max_tokens: int, threads: int) -> dict:
     from harness.backends.llama_cpp import LlamaCppLM
     from harness.backends.throughput import METER
-    from harness.generate import review_context
+    from harness.export.generate import review_context
 
     t0 = time.perf_counter()
     lm = LlamaCppLM(model=path, n_threads=threads, max_gen_toks=max_tokens)
@@ -59,7 +59,7 @@ def run_transformers(token_ids: list[list[int]], eog: list[int], max_tokens: int
 
     from harness.backends.hf import _FirstTokenClock
     from harness.backends.throughput import METER
-    from harness.export import load_model, read_adapter, resolve_base
+    from harness.export.to_gguf import load_model, read_adapter, resolve_base
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -86,7 +86,7 @@ def run_transformers(token_ids: list[list[int]], eog: list[int], max_tokens: int
 def prompt_tokens(gguf: Path, prompts: list[str]) -> dict:
     """Chat-formatted prompts as llama.cpp tokens, for the transformers run."""
     from harness.backends.llama_cpp import LlamaCppLM
-    from harness.generate import review_context
+    from harness.export.generate import review_context
 
     lm = LlamaCppLM(model=str(gguf), n_threads=1)
     return {"tokens": [lm.prompt_tokens(review_context(lm, p)) for p in prompts],
@@ -94,7 +94,7 @@ def prompt_tokens(gguf: Path, prompts: list[str]) -> dict:
 
 
 def child(args) -> None:
-    from harness.export import review_prompts
+    from harness.export.to_gguf import review_prompts
 
     if args.one == "transformers-fp32":
         toks = json.loads(Path(args.tokens).read_text())
@@ -107,7 +107,7 @@ def child(args) -> None:
 
 
 def export_ggufs(folder: Path, adapter: str | None) -> dict[str, Path]:
-    from harness.export import export
+    from harness.export.to_gguf import export
 
     quants = ["f16", "q8_0", "q4_k_m"]
     if adapter:
@@ -136,7 +136,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.io import write_json
+    from harness.files import write_json
 
     console = Console()
     results = {}
@@ -144,7 +144,7 @@ def main() -> None:
         t0 = time.perf_counter()
         files = export_ggufs(Path(tmp), args.adapter)
         export_s = time.perf_counter() - t0
-        from harness.export import review_prompts
+        from harness.export.to_gguf import review_prompts
         tokens = Path(tmp) / "tokens.json"
         tokens.write_text(json.dumps(prompt_tokens(files["q4_k_m"],
                                                    review_prompts(args.prompts, args.data))))

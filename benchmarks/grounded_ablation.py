@@ -1,7 +1,7 @@
 """The grounded-tuning recipe, step by step, on the real data: what curation, loss masking and
 anti-loop decoding each change against the base model.
 
-  1. curate    `harness data curate` of the train split (harness.data.curate defaults)
+  1. curate    `harness data curate` of the train split (harness.train.curate defaults)
   2. train     two SmolLM2 LoRA adapters on the curated split, the same settings but:
                  (a) curation alone          mask_unsupported=False
                  (b) curation + masking      mask_unsupported=True (the default)
@@ -9,7 +9,7 @@ anti-loop decoding each change against the base model.
                the test split, greedy:
                  anti-loop off (no_repeat_ngram_generated=0): base, (a), (b)
                  anti-loop on  (no_repeat_ngram_generated=N): base, (b)
-  4. table     tuned - base per step, paired bootstrap 95% CIs (harness.report.comparisons)
+  4. table     tuned - base per step, paired bootstrap 95% CIs (harness.compare.report.comparisons)
                on the same test products, against the base model with anti-loop off:
                unsupported claims per review, loop rate (degenerate_loop), ROUGE-L,
                relevance to the reference review, attribute coverage; plus "anti-loop alone"
@@ -39,7 +39,8 @@ for _k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
     os.environ.setdefault(_k, "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from harness.io import HarnessError, read_json, sha256_file, write_json  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
+from harness.files import read_json, sha256_file, write_json
 from harness.paths import DATA_DIR, RESULTS_DIR, TASKS_DIR  # noqa: E402
 
 TASK = "product_review"
@@ -63,7 +64,7 @@ def log(msg: str) -> None:
 
 def train_arm(a, data: Path, dest: Path, mask: bool) -> dict:
     """Train one adapter, or reuse it when its training.json has these settings and data."""
-    from harness.train import latest_checkpoint, train
+    from harness.train.recipe import latest_checkpoint, train
 
     settings = dict(epochs=a.epochs, max_steps=a.max_steps, mask_unsupported=mask,
                     seed=a.seed)
@@ -93,8 +94,9 @@ def link_adapters(dest: Path, adapters: list[Path]) -> Path:
 
 
 def run_compare(a, data: Path, out: Path, adapters_dir: Path, anti_loop: int) -> list[dict]:
-    from harness.compare import CompareConfig, compare
-    from harness.report import load_run, render
+    from harness.compare.plan import CompareConfig
+    from harness.compare.run import compare
+    from harness.compare.report import load_run, render
 
     cfg = CompareConfig(models=a.model, tasks=[TASK], backends=["llama-cpp"], limit=a.limit,
                         data=str(data), output=str(out), resume=True, merged_quant=None,
@@ -120,8 +122,8 @@ def pick(cells: list[dict], variant: str, adapter: str | None = None) -> dict:
 
 
 def step_rows(step: str, base: dict, other: dict) -> list[dict]:
-    """other - base for METRICS, paired over the same documents (harness.report.comparisons)."""
-    from harness.report import comparisons
+    """other - base for METRICS, paired over the same documents (harness.compare.report.comparisons)."""
+    from harness.compare.report import comparisons
 
     tuned = dict(other, variant=step)   # a cell compared with `base`, whatever it is
     comps = comparisons([base, tuned])
@@ -169,7 +171,7 @@ def main() -> None:
     ap.add_argument("--quiet", dest="progress", action="store_false")
     a = ap.parse_args()
 
-    from harness.data.curate import curate
+    from harness.train.curate import curate
 
     t0 = time.perf_counter()
     out = a.output
@@ -178,7 +180,7 @@ def main() -> None:
     if anti_loop < 1:
         raise SystemExit("--anti-loop must be >= 1 (the 'on' runs)")
     if a.data == "demo":
-        from harness.demo import demo_splits
+        from harness.compare.demo import demo_splits
         prepared = demo_splits(out / "demo-data")
     else:
         prepared = Path(a.data)

@@ -26,7 +26,7 @@ for _k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
     os.environ.setdefault(_k, "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from harness.io import write_json  # noqa: E402
+from harness.files import write_json  # noqa: E402
 from harness.paths import RESULTS_DIR, SHARED_DATA  # noqa: E402
 
 GOAL_S = 120.0
@@ -50,7 +50,7 @@ def main() -> int:
     from harness.metrics import SCORERS, score_reviews
     from harness.metrics.catalogue import register_catalogue
     from harness.metrics.config import ScoringConfig, reference_for
-    from harness.tasks_registry import read_records
+    from harness.tasks.records import read_records
 
     console = Console()
     if not (args.raw_dir / "amazon_in" / "amazon.csv").exists():

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from harness.io import write_json, write_jsonl  # noqa: E402
+from harness.files import write_json, write_jsonl  # noqa: E402
 from harness.paths import RESULTS_DIR  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def peak_rss_mb() -> float:
 # --- the arms (each runs in a child process) -----------------------------------------------
 
 def arm_ours(a, data_dir: Path, work: Path) -> dict:
-    from harness.train import train
+    from harness.train.recipe import train
 
     rec = train(model=a.model, task="product_review", data=str(data_dir), epochs=1,
                 batch_size=a.batch_size, grad_accum=a.grad_accum, lr=a.lr,
@@ -71,8 +71,8 @@ def arm_baseline(a, data_dir: Path, work: Path) -> dict:
                               TrainingArguments)
 
     from harness.models import resolve_hf
-    from harness.tasks_registry import read_records
-    from harness.train import gguf_kwargs, load_tokenizer, tokenize_examples, unmark_gguf
+    from harness.tasks.records import read_records
+    from harness.train.recipe import gguf_kwargs, load_tokenizer, tokenize_examples, unmark_gguf
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -140,7 +140,7 @@ def make_data(work: Path, k: int) -> dict:
     """The first k train records (prepared data when present, else the demo set) in a temp
     directory; nothing derived from the data is written into the repository."""
     from harness.data import resolve_data_file
-    from harness.tasks_registry import read_records
+    from harness.tasks.records import read_records
 
     src = resolve_data_file("product_review", "train")
     rows = read_records("product_review", "train")

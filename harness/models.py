@@ -13,7 +13,7 @@ from importlib import import_module
 from importlib.util import find_spec
 from pathlib import Path
 
-from .io import HarnessError
+from .errors import HarnessError
 from .paths import CACHE_DIR
 
 REGISTRY_FILE = Path(__file__).with_name("models.toml")
@@ -96,7 +96,7 @@ def resolve_gguf(name_or_path: str) -> Path:
         mod = import_module(module)
         target = CACHE_DIR / "models" / mod.MODEL_NAME
         if not target.exists():
-            from .io import atomic_path
+            from .files import atomic_path
             with atomic_path(target) as tmp:   # never leave a half-assembled file behind
                 mod.assemble(tmp, overwrite=True)
         return target

@@ -132,7 +132,7 @@ def test_compare_resume_reuses_finished_cells(tmp_path, env):
 def test_per_sample_output_of_a_ranked_document_names_the_choices():
     """Multiple-choice / ranking samples (lm-eval's loglikelihood layout) show the top choice
     and the gold one's rank, not a bare loglikelihood; generated text stays as it is."""
-    from harness.report import _resp
+    from harness.compare.report import _resp
 
     ctx = "Which department?\nProduct: Golden Monkey\nDepartment:"
     sample = {"arguments": [[ctx, " alcohol"], [ctx, " snacks"], [ctx, " beverages"]],
@@ -145,8 +145,8 @@ def test_per_sample_output_of_a_ranked_document_names_the_choices():
 
 
 def test_merged_quant_option_plans_one_cell_per_export_and_rejects_unknown_ones(tmp_path):
-    from harness.compare import plan
-    from harness.io import HarnessError
+    from harness.compare.plan import plan
+    from harness.errors import HarnessError
 
     adapter = tmp_path / "ad"
     adapter.mkdir()
@@ -169,7 +169,7 @@ def test_merged_quant_option_plans_one_cell_per_export_and_rejects_unknown_ones(
 
 def test_cell_key_depends_on_gen_kwargs():
     """Cells run with other decoding settings (e.g. anti-loop off) never reuse cached cells."""
-    from harness.compare import Cell, cell_key
+    from harness.compare.plan import Cell, cell_key
 
     c = Cell("smollm2-135m-instruct", "base", "llama-cpp", "product_review")
     plain = cell_key(c, "abc", 5)
@@ -181,7 +181,7 @@ def test_cell_key_depends_on_gen_kwargs():
 def test_cell_key_depends_on_batch_size():
     """Batched greedy texts can part from one-at-a-time ones at near-ties, so a run with another
     generation batch never reuses cached cells; a batch_size in model_args is the one used."""
-    from harness.compare import DEFAULT_BATCH_SIZE, Cell, cell_batch, cell_key
+    from harness.compare.plan import DEFAULT_BATCH_SIZE, Cell, cell_batch, cell_key
 
     c = Cell("smollm2-135m-instruct", "base", "llama-cpp", "product_review")
     assert cell_key(c, "abc", 5, None, 1) == cell_key(c, "abc", 5)

@@ -12,7 +12,7 @@ import torch
 from lm_eval.api.instance import Instance
 
 from harness.backends.throughput import METER
-from harness.decoding import GEN_KEY
+from harness.backends.decoding import GEN_KEY
 from harness.paths import SHARED_DATA
 
 N_TOK = 32
@@ -30,7 +30,7 @@ def contexts(request, lm):
     """16 real review prompts (prepared data when the raw data is here, else the demo set),
     through SmolLM2's chat template."""
     from harness.prompts import review_prompt
-    from harness.tasks_registry import read_records
+    from harness.tasks.records import read_records
 
     data = request.getfixturevalue("prepared_dir") \
         if (SHARED_DATA / "amazon_in" / "amazon.csv").exists() else "demo"
@@ -41,7 +41,7 @@ def contexts(request, lm):
 
 
 def generate(lm, contexts, batch_size, n_tok=N_TOK, **gen_kwargs):
-    from harness.generate import review_stop
+    from harness.export.generate import review_stop
 
     lm.batch_size_per_gpu = batch_size
     kw = {"until": review_stop(), "max_gen_toks": n_tok, "do_sample": False, **gen_kwargs}
@@ -105,7 +105,7 @@ def test_batched_generation_matches_batch_1(lm, contexts):
 
 @pytest.mark.slow
 def test_evaluate_passes_batch_size_to_hf_backend(tmp_path):
-    from harness.evaluate import evaluate
+    from harness.evaluate.runner import evaluate
 
     res = evaluate("hf", "model=smollm2-135m-instruct", ["product_review"], limit=4,
                    batch_size=4, metadata={"data": "demo"}, gen_kwargs="max_gen_toks=12")
@@ -189,7 +189,7 @@ def test_anti_loop_rule_in_a_left_padded_batch(lm, contexts):
     rows = generate_ids(lm, [LOOP_PROMPT, contexts[0]], 40, **{GEN_KEY: 4})
     assert rows[0] == alone
     assert all(repeated_ngrams(r) == 0 for r in rows)
-    from harness.io import HarnessError
+    from harness.errors import HarnessError
     with pytest.raises(HarnessError, match=GEN_KEY):
         generate_ids(lm, [LOOP_PROMPT], 4, **{GEN_KEY: -1})
 
@@ -218,7 +218,7 @@ def test_set_adapter_matches_fresh_loads(lm, contexts, tmp_path):
     from peft import PeftModel
 
     from harness.backends.hf import TimedHFLM
-    from harness.io import HarnessError
+    from harness.errors import HarnessError
 
     ctxs = contexts[:4]
     assert not isinstance(lm._model, PeftModel), "this test needs the bare base model"

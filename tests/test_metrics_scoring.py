@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from harness.io import HarnessError, read_json, read_jsonl, write_jsonl
+from harness.errors import HarnessError
+from harness.files import read_json, read_jsonl, write_jsonl
 from harness.metrics import config, score_reviews
 from harness.metrics.config import ScoringConfig, reference_for
 from harness.paths import TASKS_DIR
@@ -111,7 +112,7 @@ def _samples(demo, texts, path):
 
 
 def test_harness_score_rescoring(demo, tmp_path):
-    from harness.metrics.rescore import rescore
+    from harness.evaluate.rescore import rescore
 
     run = tmp_path / "run" / "cellA"
     texts = [r["review"] for r in demo[:3]] + ["A 20000 mAh Samsung power bank in red."]
@@ -135,7 +136,7 @@ def test_harness_score_rescoring(demo, tmp_path):
 
 
 def test_harness_score_bad_input_names_file_and_line(tmp_path):
-    from harness.metrics.rescore import rescore
+    from harness.evaluate.rescore import rescore
 
     bad = tmp_path / "samples_product_review.jsonl"
     bad.write_text('{"doc": {"record": "{}"}, "filtered_resps": ["x"]}\n')

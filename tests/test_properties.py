@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from harness.data.generic import generic_row, parse_map
 from harness.data.review import Skips, amazon_in_row, amazon_meta_row, amazon_review_row
-from harness.generate import parse_products
-from harness.io import HarnessError
+from harness.export.generate import parse_products
+from harness.errors import HarnessError
 from harness.prompts import review_prompt
-from harness.schema import Product, validate_product
+from harness.data.schema import Product, validate_product
 
 N = 500
 SETTINGS = settings(max_examples=N, deadline=None, database=None,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from harness.metrics import REFERENCE_BASED, score_review
-from harness.metrics.catalogue import register_task_data
+from harness.tasks.review import register_task_data
 from harness.metrics.config import DEFAULT_REFERENCE, reference_for
 
 HALLUCINATION = ("hallucination_rate", "contradiction", "claims_found", "unsupported",
@@ -26,8 +26,9 @@ SHIFT_METRICS = ("bits_per_byte", "fluency_score", "distinct_2", "length_words",
 def _compare(out: Path, adapters: Path, models: str, **kw) -> Path:
     """`harness compare` + `harness report` through the Python API, 3 demo products on
     llama.cpp, short generations, adapters only from `adapters`."""
-    from harness.compare import CompareConfig, compare
-    from harness.report import render
+    from harness.compare.plan import CompareConfig
+    from harness.compare.run import compare
+    from harness.compare.report import render
 
     adapters.mkdir(exist_ok=True)
     saved = os.environ.get("HARNESS_MODEL_UNDER_TEST")   # evaluate() sets it for the metrics
@@ -125,7 +126,7 @@ def test_reference_row_scores_the_references_like_score_review(gemma_run):
 
 
 def test_reference_row_is_cached_on_resume_and_only_for_review_tasks(gemma_run):
-    from harness.compare import reference_cells
+    from harness.compare.plan import reference_cells
 
     out, tmp = gemma_run
     state = json.loads((out / "run.json").read_text())

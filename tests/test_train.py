@@ -10,9 +10,10 @@ import random
 import pytest
 import torch
 
-from harness.io import HarnessError, write_jsonl
-from harness.train import (IGNORE, ResponseLoss, TrainConfig, collate, epoch_batches,
-                           resolve_inputs, tokenize_examples, train)
+from harness.errors import HarnessError
+from harness.files import write_jsonl
+from harness.train.recipe import (IGNORE, ResponseLoss, TrainConfig, collate, epoch_batches,
+                                  resolve_inputs, tokenize_examples, train)
 
 from _train_models import build_tiny
 
@@ -34,7 +35,7 @@ def tiny(tmp_path_factory, smol_tokenizer):
 
 
 def demo_records(task="product_review"):
-    from harness.tasks_registry import read_records
+    from harness.tasks.records import read_records
     return read_records(task, "train", "demo")
 
 
@@ -77,8 +78,8 @@ def test_bad_input_is_rejected_before_compute(tmp_path, tiny):
 # --- the training text is the eval prompt ---------------------------------------------------
 
 def test_examples_are_the_eval_prompt_with_loss_on_the_response_only(smol_tokenizer):
-    from harness.prompts import format_example
-    from harness.tasks_registry import load_task_dataset
+    from harness.train.examples import format_example
+    from harness.tasks.records import load_task_dataset
     import importlib.util
     from harness.paths import TASKS_DIR
 
@@ -109,12 +110,12 @@ def test_examples_are_the_eval_prompt_with_loss_on_the_response_only(smol_tokeni
 
 
 def test_every_registered_task_gives_prompt_and_target(smol_tokenizer):
-    """Tasks plug in through prompts.EXAMPLE_BUILDERS: the trainer needs nothing else."""
-    from harness.prompts import EXAMPLE_BUILDERS
-    from harness.train import data_task
+    """Tasks plug in through harness.tasks.TASKS: the trainer needs nothing else."""
+    from harness.tasks import TASKS
+    from harness.train.recipe import data_task
     from harness.data import demo_file
 
-    tasks = [t for t in sorted(EXAMPLE_BUILDERS) if demo_file(data_task(t)).exists()]
+    tasks = [t for t in sorted(TASKS) if demo_file(data_task(t)).exists()]
     assert "product_review" in tasks
     for task in tasks:
         records = demo_records(data_task(task))[:4]
@@ -245,7 +246,7 @@ def test_qlora_cpu_gradients_match_a_dequantized_reference(tiny, smol_tokenizer)
     from bitsandbytes.functional import dequantize_4bit, has_avx512bf16
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-    from harness.train import quantize_linear_4bit
+    from harness.train.recipe import quantize_linear_4bit
 
     examples, _ = tokenize_examples(smol_tokenizer, "product_review", demo_records()[:2],
                                     True, 1024)

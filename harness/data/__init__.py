@@ -6,8 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from ..io import HarnessError
-from ..paths import DATA_DIR, TASKS_DIR
+from ..errors import HarnessError
+from ..paths import DATA_DIR, demo_file  # noqa: F401  (demo_file: the data a task reads by default)
 
 SPLITS = ("train", "validation", "test")
 
@@ -25,10 +25,6 @@ def split_of(key: str, validation: float = 0.1, test: float = 0.1) -> str:
 def data_dir() -> Path:
     """Where `harness data prepare` writes by default (override: HARNESS_DATA_DIR)."""
     return Path(os.environ.get("HARNESS_DATA_DIR", DATA_DIR))
-
-
-def demo_file(task: str) -> Path:
-    return TASKS_DIR / task / "demo.jsonl"
 
 
 def resolve_data_file(task: str, split: str, data: str | os.PathLike | None = None) -> Path:

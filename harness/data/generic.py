@@ -21,7 +21,7 @@ import csv
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..io import HarnessError
+from ..errors import HarnessError
 from .product import as_list, make_product, raw_problem
 
 # our field -> the kind of raw value it takes (harness.data.product.RAW_KINDS)

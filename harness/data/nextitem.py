@@ -31,9 +31,9 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from ..io import HarnessError, write_json, write_jsonl
+from ..errors import HarnessError
+from ..files import write_json, write_jsonl
 from . import SPLITS
-from .prepare import register_preparer
 from .product import clean_text
 from .review import Skips, _iter_json_lines
 
@@ -268,8 +268,7 @@ def prepare_nextitem(raw_dir: Path, out: Path, negatives: int = NEGATIVES,
     return report
 
 
-@register_preparer(TASK)
-def _prepare(raw_dir: Path | None, out: Path) -> dict:
+def prepare_task(raw_dir: Path | None, out: Path) -> dict:
     if raw_dir is None:
         raise HarnessError("product_nextitem: give --raw-dir (Amazon sequences)")
     return prepare_nextitem(Path(raw_dir), Path(out))

@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..io import HarnessError
+from ..errors import HarnessError
 from .product import as_list, clean_text, make_product, raw_problem
 
 MIN_REVIEW_WORDS = 4

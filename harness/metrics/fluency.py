@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import HarnessError
+from ..errors import HarnessError
 from .text import distinct_n, repeated_ngram_rate, tokens
 
 LN2 = math.log(2)
@@ -59,12 +59,11 @@ class ReferenceLM:
 
         set_verbose(False)
 
+        from ..backends.gguf_reader import check_magic
         from ..models import resolve_gguf
 
         path = Path(resolve_gguf(name_or_path))
-        with open(path, "rb") as f:
-            if f.read(4) != b"GGUF":
-                raise HarnessError(f"{path}: not a GGUF file (bad magic)")
+        check_magic(path)
         self.name = name_or_path
         self.path = path
         self._ll = llama_cpp
@@ -107,7 +106,7 @@ class ReferenceLM:
         """Scanning a 262k vocabulary takes seconds: cached on disk per GGUF file."""
         import json
 
-        from ..io import write_json
+        from ..files import write_json
         from ..paths import CACHE_DIR
         st = self.path.stat()
         key = f"{self.path.name}-{st.st_size}-{int(st.st_mtime)}"

@@ -1,0 +1,34 @@
+"""Tasks stage: each task's prompt builder and lm-eval hooks (one module per task), the
+records bridge to lm-eval (records.py) and the classical baselines (baselines.py).
+
+TASKS is the one table of task names: task -> function(record) -> (prompt, target). The lm-eval
+task folders (tasks/<task>/utils.py) and the trainer both build their text through it, so a
+model is trained on exactly the text it is evaluated on. Adding a task: a tasks/<task>/ folder,
+a preparer in harness/data/ (+1 line in harness.data.prepare.PREPARERS) and a module here
+(+1 line in TASKS); see the README, "Add a task".
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+from .category import classify_example
+from .nextitem import nextitem_example
+from .review import review_example
+
+TASKS: dict[str, Callable[[dict], tuple[str, str]]] = {
+    "product_review": review_example,
+    "product_department": partial(classify_example, "product_department"),
+    "product_department_gen": partial(classify_example, "product_department_gen"),
+    "product_aisle": partial(classify_example, "product_aisle"),
+    "product_aisle_gen": partial(classify_example, "product_aisle_gen"),
+    "product_nextitem": nextitem_example,
+}
+
+
+def build_example(task: str, record: dict) -> tuple[str, str]:
+    try:
+        build = TASKS[task]
+    except KeyError:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}") from None
+    return build(record)

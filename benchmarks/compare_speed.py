@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-for _k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
-    os.environ.setdefault(_k, "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from harness.models import set_offline_defaults  # noqa: E402
+
+set_offline_defaults()
 
 from harness.files import write_json  # noqa: E402
 from harness.paths import ADAPTERS_DIR, DATA_DIR, RESULTS_DIR  # noqa: E402

@@ -23,7 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-NAME = "smollm2-135m-instruct"
+from harness.models import DEFAULT_MODEL  # noqa: E402
+
+NAME = DEFAULT_MODEL
 FORMATS = ("q4_k_m", "q8_0", "f16", "transformers-fp32")
 
 
@@ -129,7 +131,8 @@ def main() -> None:
     ap.add_argument("--gguf", help=argparse.SUPPRESS)
     ap.add_argument("--tokens", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    from harness.models import OFFLINE_ENV
+    os.environ.update(OFFLINE_ENV)   # each format's child process inherits it
     if args.one:
         return child(args)
 

@@ -35,9 +35,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-for _k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
-    os.environ.setdefault(_k, "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from harness.models import DEFAULT_MODEL, set_offline_defaults  # noqa: E402
+
+set_offline_defaults()
 
 from harness.errors import HarnessError  # noqa: E402
 from harness.files import read_json, sha256_file, write_json
@@ -64,7 +64,8 @@ def log(msg: str) -> None:
 
 def train_arm(a, data: Path, dest: Path, mask: bool) -> dict:
     """Train one adapter, or reuse it when its training.json has these settings and data."""
-    from harness.train.recipe import latest_checkpoint, train
+    from harness.train.config import latest_checkpoint
+    from harness.train.recipe import train
 
     settings = dict(epochs=a.epochs, max_steps=a.max_steps, mask_unsupported=mask,
                     seed=a.seed)
@@ -151,7 +152,7 @@ def main() -> None:
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--data", default=str(DATA_DIR), help="prepared data directory "
                     "(`harness data prepare`), or 'demo' for a smoke run on the demo set")
-    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--epochs", type=float, default=2.0, help="passes over the curated train "
                     "split (~390 reviews: 2 epochs ~ the 121 steps of the README's adapter)")
     ap.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides "

@@ -34,8 +34,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from harness.models import DEFAULT_MODEL, set_offline_defaults  # noqa: E402
+
+set_offline_defaults()
 
 from harness.files import write_json, write_jsonl  # noqa: E402
 from harness.paths import RESULTS_DIR  # noqa: E402
@@ -72,7 +73,8 @@ def arm_baseline(a, data_dir: Path, work: Path) -> dict:
 
     from harness.models import resolve_hf
     from harness.tasks.records import read_records
-    from harness.train.recipe import gguf_kwargs, load_tokenizer, tokenize_examples, unmark_gguf
+    from harness.train.engines import gguf_kwargs, load_tokenizer, unmark_gguf
+    from harness.train.examples import tokenize_examples
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -154,7 +156,7 @@ def make_data(work: Path, k: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--examples", type=int, default=48, help="train examples (one epoch)")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--grad-accum", type=int, default=2)

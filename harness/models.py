@@ -18,6 +18,14 @@ from .paths import CACHE_DIR
 
 REGISTRY_FILE = Path(__file__).with_name("models.toml")
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# Offline by default: nothing is fetched from a model or dataset hub (an explicit setting wins).
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
+               "TOKENIZERS_PARALLELISM": "false"}
+
+
+def set_offline_defaults() -> None:
+    for k, v in OFFLINE_ENV.items():
+        os.environ.setdefault(k, v)
 
 
 class ModelUnavailable(HarnessError):

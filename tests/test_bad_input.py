@@ -11,12 +11,13 @@ import os
 
 import pytest
 
+from harness.models import OFFLINE_ENV
 from harness.errors import HarnessError
 from harness.data.schema import validate_product, validate_record
 
 from _cli import run_cli
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", **OFFLINE_ENV}
 
 
 def one_error_line(res, *needles):

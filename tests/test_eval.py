@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.evaluate.runner import run_cli
-from harness.models import resolve_hf
+from harness.models import OFFLINE_ENV, resolve_hf
 from harness.paths import ROOT, TASKS_DIR
 
 THROUGHPUT_KEYS = {"prompt_tokens_per_second", "generation_tokens_per_second",
@@ -48,7 +48,7 @@ def test_stock_lm_eval_hf_backend_runs_our_task(tmp_path):
     """Plain `lm_eval --include_path tasks --model hf` on the bundled GGUF (dequantized)."""
     pretrained, gguf = resolve_hf("smollm2-135m-instruct")
     out = tmp_path / "hf"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = {**os.environ, **OFFLINE_ENV}
     cmd = [str(Path(sys.executable).parent / "lm_eval"), "--include_path", str(TASKS_DIR),
            "--tasks", "product_review", "--model", "hf",
            "--model_args", f"pretrained={pretrained},gguf_file={gguf},dtype=float32",

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.models import OFFLINE_ENV
 from harness.evaluate.lm_eval_tasks import include_path, register, registered, stub_dir
 from harness.paths import TASKS_DIR
 from harness.tasks.records import read_records
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-       "HF_EVALUATE_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+ENV = {**os.environ, **OFFLINE_ENV}
 OUR_TASKS = {"product_review", "product_department", "product_department_gen", "product_aisle",
              "product_aisle_gen", "product_nextitem", "product_nextitem_gift_cards",
              "product_nextitem_scientific"}

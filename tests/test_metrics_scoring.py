@@ -53,18 +53,17 @@ def test_reference_lm_choice():
 
 def test_config_sources(monkeypatch):
     config.reset()
-    monkeypatch.setenv("HARNESS_MODEL_UNDER_TEST", "gemma3-270m")
     monkeypatch.setenv("HARNESS_SCORERS", "hallucination, relevance")
-    assert config.current().model_under_test == "gemma3-270m"
     assert config.current().scorers == ("hallucination", "relevance")
-    config.configure_from_metadata({"model_under_test": "smollm2-135m-instruct", "data": "x"})
-    assert config.current().model_under_test == "smollm2-135m-instruct"   # metadata > env
-    config.configure(model_under_test="other")
-    assert config.current().model_under_test == "other"                   # explicit > metadata
-    config.reset()
-    monkeypatch.delenv("HARNESS_MODEL_UNDER_TEST")
+    # the model under test is an argument (task metadata), never an environment variable
+    monkeypatch.setenv("HARNESS_MODEL_UNDER_TEST", "gemma3-270m")
+    assert config.current().model_under_test is None
     config.configure_from_metadata({"model": "gemma3-270m", "data": "demo"})  # lm-eval model_args
     assert config.current().model_under_test == "gemma3-270m"
+    config.configure_from_metadata({"model_under_test": "smollm2-135m-instruct", "model": "x"})
+    assert config.current().model_under_test == "smollm2-135m-instruct"   # the runner's > model
+    config.configure(model_under_test="other")
+    assert config.current().model_under_test == "other"                   # explicit > metadata
     config.reset()
 
 

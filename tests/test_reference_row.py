@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -31,17 +30,10 @@ def _compare(out: Path, adapters: Path, models: str, **kw) -> Path:
     from harness.compare.report import render
 
     adapters.mkdir(exist_ok=True)
-    saved = os.environ.get("HARNESS_MODEL_UNDER_TEST")   # evaluate() sets it for the metrics
-    try:
-        run = compare(CompareConfig(models=models, tasks=["product_review"],
-                                    backends=["llama-cpp"], limit=3, data="demo",
-                                    gen_kwargs="max_gen_toks=24", output=str(out),
-                                    adapters_dir=str(adapters), **kw))
-    finally:
-        if saved is None:
-            os.environ.pop("HARNESS_MODEL_UNDER_TEST", None)
-        else:
-            os.environ["HARNESS_MODEL_UNDER_TEST"] = saved
+    run = compare(CompareConfig(models=models, tasks=["product_review"],
+                                backends=["llama-cpp"], limit=3, data="demo",
+                                gen_kwargs="max_gen_toks=24", output=str(out),
+                                adapters_dir=str(adapters), **kw))
     render(run)
     return run
 

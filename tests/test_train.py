@@ -12,8 +12,10 @@ import torch
 
 from harness.errors import HarnessError
 from harness.files import write_jsonl
-from harness.train.recipe import (IGNORE, ResponseLoss, TrainConfig, collate, epoch_batches,
-                                  resolve_inputs, tokenize_examples, train)
+from harness.train.examples import IGNORE, collate, epoch_batches, tokenize_examples
+from harness.train.loss import ResponseLoss
+from harness.train.config import TrainConfig, resolve_inputs
+from harness.train.recipe import train
 
 from _train_models import build_tiny
 
@@ -112,7 +114,7 @@ def test_examples_are_the_eval_prompt_with_loss_on_the_response_only(smol_tokeni
 def test_every_registered_task_gives_prompt_and_target(smol_tokenizer):
     """Tasks plug in through harness.tasks.TASKS: the trainer needs nothing else."""
     from harness.tasks import TASKS
-    from harness.train.recipe import data_task
+    from harness.train.config import data_task
     from harness.data import demo_file
 
     tasks = [t for t in sorted(TASKS) if demo_file(data_task(t)).exists()]
@@ -246,7 +248,7 @@ def test_qlora_cpu_gradients_match_a_dequantized_reference(tiny, smol_tokenizer)
     from bitsandbytes.functional import dequantize_4bit, has_avx512bf16
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-    from harness.train.recipe import quantize_linear_4bit
+    from harness.train.engines import quantize_linear_4bit
 
     examples, _ = tokenize_examples(smol_tokenizer, "product_review", demo_records()[:2],
                                     True, 1024)

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.train.recipe import ResponseLoss, collate, tokenize_examples, train
+from harness.train.loss import ResponseLoss
+from harness.train.examples import collate, tokenize_examples
+from harness.train.recipe import train
 
 from _train_models import build_tiny
 

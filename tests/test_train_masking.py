@@ -14,8 +14,9 @@ from _train_models import build_tiny
 
 from harness.files import write_jsonl
 from harness.metrics.hallucination import check_claims
-from harness.train.recipe import (IGNORE, ResponseLoss, collate, token_offsets, tokenize_examples,
-                                  train)
+from harness.train.examples import IGNORE, collate, token_offsets, tokenize_examples
+from harness.train.loss import ResponseLoss
+from harness.train.recipe import train
 
 # A product with a capacity, a weight and a colour; one sentence of each target states a fact
 # the JSON does not support (a wrong capacity / colour / weight, or a feature it never names).
@@ -42,7 +43,7 @@ CASES = {   # target sentences, index of the bad one, the claim status that make
 @pytest.fixture(scope="module")
 def smol_tokenizer():
     from harness.models import resolve_hf
-    from harness.train.recipe import load_tokenizer
+    from harness.train.engines import load_tokenizer
 
     return load_tokenizer(resolve_hf("smollm2-135m-instruct"))
 

@@ -32,7 +32,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from .decoding import GEN_KEY, banned_next, pop_setting
 from ..errors import HarnessError
-from ..models import resolve_hf
+from ..models import DEFAULT_MODEL, resolve_hf
 from .throughput import METER
 
 log = logging.getLogger("harness.hf")
@@ -110,7 +110,7 @@ class TimedHFLM(HFLM):
                  **kwargs):
         t0 = time.perf_counter()
         if pretrained is None:
-            pretrained, gguf = resolve_hf(model or "smollm2-135m-instruct")
+            pretrained, gguf = resolve_hf(model or DEFAULT_MODEL)
             gguf_file = gguf_file or gguf
         if gguf_file:
             kwargs["gguf_file"] = gguf_file

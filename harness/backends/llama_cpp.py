@@ -32,7 +32,7 @@ from tqdm import tqdm
 from .gguf_reader import check_magic
 from .decoding import GENERATION_BATCH, banned_next, pop_setting
 from ..errors import HarnessError
-from ..models import resolve_gguf
+from ..models import DEFAULT_MODEL, resolve_gguf
 from .llama_scoring import decode_rows, set_lora
 from .throughput import METER
 
@@ -310,7 +310,7 @@ class BatchDecoder:
 
 @register_model("llama-cpp", "llamacpp")
 class LlamaCppLM(TemplateLM):
-    def __init__(self, model: str = "smollm2-135m-instruct", n_ctx: int = 2048,
+    def __init__(self, model: str = DEFAULT_MODEL, n_ctx: int = 2048,
                  n_threads: int | None = None, n_gpu_layers: int = 0, lora_path: str | None = None,
                  seed: int = 0, max_gen_toks: int = 256, batch_size: int = DEFAULT_BATCH_SIZE,
                  **kwargs):

@@ -11,6 +11,12 @@ from ..compare.plan import DEFAULT_BATCH_SIZE, CompareConfig
 from .console import console
 
 PANEL = "Compare"
+_CFG = CompareConfig()   # every option's default is CompareConfig's, shown in the help
+
+
+def _default(name: str) -> str:
+    value = getattr(_CFG, name)
+    return f"[default: {', '.join(value) if isinstance(value, (list, tuple)) else value}]"
 
 
 def _progress_runner(console):
@@ -32,27 +38,27 @@ def _progress_runner(console):
     return cb
 
 
-def run_compare(models: str, tasks: str, backends: str, limit: Optional[int], data: Optional[str],
-                output: Optional[Path], resume: bool, n_threads: Optional[int], console,
-                gen_kwargs: Optional[str] = None, model_args: Optional[list] = None,
-                merged_quant: Optional[str] = "q4_k_m", batch_size: Optional[str] = None,
-                reuse_models: Optional[bool] = None, executor: str = "in-process",
-                address: Optional[str] = None, ray_resources: Optional[list] = None) -> Path:
-    from ..compare.plan import CompareConfig, batch_sizes
-    from ..compare.run import compare
+def run_compare(console, **given) -> Path:
+    """Run and render a comparison. `given`: CompareConfig fields; None (an option not given)
+    leaves a field at CompareConfig's default."""
     from ..compare.executors import parse_ray_resources
+    from ..compare.plan import CompareConfig, batch_sizes
     from ..compare.report import render
+    from ..compare.run import compare
 
-    # None: CompareConfig's default
-    optional = {k: v for k, v in (("batch_size", batch_sizes(batch_size) if batch_size else None),
-                                  ("reuse_models", reuse_models)) if v is not None}
-    cfg = CompareConfig(models=models, tasks=[t.strip() for t in tasks.split(",") if t.strip()],
-                        backends=[b.strip() for b in backends.split(",") if b.strip()],
-                        limit=limit, data=data, output=str(output) if output else None,
-                        resume=resume, n_threads=n_threads, gen_kwargs=gen_kwargs,
-                        model_args=_parse_backend_args(model_args),
-                        merged_quant=merged_quant, executor=executor, address=address,
-                        ray_resources=parse_ray_resources(ray_resources) or None, **optional)
+    given = {k: v for k, v in given.items() if v is not None}
+    for name in ("tasks", "backends"):
+        if name in given:
+            given[name] = [x.strip() for x in given[name].split(",") if x.strip()]
+    if "batch_size" in given:
+        given["batch_size"] = batch_sizes(given["batch_size"])
+    if "output" in given:
+        given["output"] = str(given["output"])
+    if "model_args" in given:
+        given["model_args"] = _parse_backend_args(given["model_args"])
+    if "ray_resources" in given:
+        given["ray_resources"] = parse_ray_resources(given["ray_resources"]) or None
+    cfg = CompareConfig(**given)
     t0 = time.perf_counter()
     run = compare(cfg, progress=_progress_runner(console))
     render(run, console=console)
@@ -101,17 +107,18 @@ def _parse_backend_args(items) -> dict:
 
 
 def compare_cmd(
-    models: List[str] = typer.Option(["all"], help="'all' or registry names (repeat or "
-                                     "comma-separate)."),
-    tasks: List[str] = typer.Option(["product_review"], help="Task names (repeat or "
-                                    "comma-separate)."),
-    backends: List[str] = typer.Option(["llama-cpp", "hf"], help="llama-cpp, hf (and vllm "
-                                       "on GPU machines); repeat or comma-separate."),
+    models: Optional[List[str]] = typer.Option(None, help="'all' or registry names (repeat or "
+                                               "comma-separate). " + _default("models")),
+    tasks: Optional[List[str]] = typer.Option(None, help="Task names (repeat or "
+                                              "comma-separate). " + _default("tasks")),
+    backends: Optional[List[str]] = typer.Option(None, help="llama-cpp, hf (and vllm on GPU "
+                                                 "machines); repeat or comma-separate. "
+                                                 + _default("backends")),
     limit: Optional[int] = typer.Option(None, help="Documents per task (first N of test)."),
     data: Optional[str] = typer.Option(None, help="'demo', a prepared-data directory, or "
                                        "default: prepared data if present, else demo."),
     output: Optional[Path] = typer.Option(None, help="Run directory (default results/compare-TIME)."),
-    resume: bool = typer.Option(False, help="Reuse finished cells of an interrupted run."),
+    resume: bool = typer.Option(_CFG.resume, help="Reuse finished cells of an interrupted run."),
     threads: Optional[int] = typer.Option(None, "--threads", help="llama.cpp threads "
                                           "(default: all cores)."),
     gen_kwargs: Optional[str] = typer.Option(None, help="lm-eval gen_kwargs override, "
@@ -119,20 +126,20 @@ def compare_cmd(
     model_args: Optional[List[str]] = typer.Option(
         None, "--model-args", help="Extra lm-eval model_args per backend, passed through: "
         "'hf:parallelize=True' or 'vllm:tensor_parallel_size=4' (repeatable)."),
-    merged_quant: List[str] = typer.Option(["q4_k_m"], help="Merged exports of each "
-                                           "adapter to score on llama.cpp besides the LoRA "
-                                           "GGUF: q4_k_m, q8_0, f16 (repeat or "
-                                           "comma-separate) or none."),
+    merged_quant: Optional[List[str]] = typer.Option(
+        None, help="Merged exports of each adapter to score on llama.cpp besides the LoRA GGUF: "
+        "q4_k_m, q8_0, f16 (repeat or comma-separate) or none. " + _default("merged_quant")),
     batch_size: Optional[str] = typer.Option(
         None, help="Generation batch: N for every backend, or BACKEND:N,... (default "
         + ",".join(f"{b}:{n}" for b, n in DEFAULT_BATCH_SIZE.items()) + ", others 1)."),
     reuse_models: Optional[bool] = typer.Option(
         None, "--reuse-models/--no-reuse-models", help="Load each model once per run and "
         "switch adapters on it, or load a model for every cell (default: "
-        + ("reuse" if CompareConfig.reuse_models else "no reuse") + ")."),
-    executor: str = typer.Option("in-process", help="Who runs the cells: in-process "
-                                 "(here, one after another) or ray (a Ray task per cell; "
-                                 "pip install -e '.[ray]')."),
+        + ("reuse" if _CFG.reuse_models else "no reuse") + ")."),
+    executor: Optional[str] = typer.Option(None, help="Who runs the cells: in-process "
+                                           "(here, one after another) or ray (a Ray task per "
+                                           "cell; pip install -e '.[ray]'). "
+                                           + _default("executor")),
     address: Optional[str] = typer.Option(None, help="--executor ray: the cluster's "
                                           "HOST:PORT (default: a local Ray on this "
                                           "machine)."),
@@ -148,12 +155,16 @@ def compare_cmd(
     cell failed (each failed cell's reason is printed)."""
     from .console import split_list
 
-    run = run_compare(",".join(split_list(models)), ",".join(split_list(tasks)),
-                      ",".join(split_list(backends)), limit, data, output, resume,
-                      threads or n_threads, console, gen_kwargs,
-                      (model_args or []) + (model_args_alias or []),
-                      ",".join(split_list(merged_quant)), batch_size, reuse_models,
-                      executor, address, ray_resources)
+    def joined(values):   # None: the option was not given
+        return ",".join(split_list(values)) if values else None
+
+    run = run_compare(console, models=joined(models), tasks=joined(tasks),
+                      backends=joined(backends), limit=limit, data=data, output=output,
+                      resume=resume, n_threads=threads or n_threads, gen_kwargs=gen_kwargs,
+                      model_args=(model_args or []) + (model_args_alias or []) or None,
+                      merged_quant=joined(merged_quant), batch_size=batch_size,
+                      reuse_models=reuse_models, executor=executor, address=address,
+                      ray_resources=ray_resources)
     exit_if_failed(run)
 
 def report_cmd(run: Path = typer.Argument(..., help="A compare run directory.")):
@@ -167,10 +178,10 @@ def demo_cmd(
     output: Path = typer.Option(Path("results/demo"), help="Run directory."),
     max_steps: Optional[int] = typer.Option(None, help="Training steps per missing demo "
                                             "adapter (default: the train preset 'demo')."),
-    models: List[str] = typer.Option(["all"], help="'all' or registry names (repeat or "
-                                     "comma-separate)."),
-    backends: List[str] = typer.Option(["llama-cpp", "hf"], help="Backends (repeat or "
-                                       "comma-separate)."),
+    models: Optional[List[str]] = typer.Option(None, help="'all' or registry names (repeat or "
+                                               "comma-separate). " + _default("models")),
+    backends: Optional[List[str]] = typer.Option(None, help="Backends (repeat or "
+                                                 "comma-separate). " + _default("backends")),
     limit: Optional[int] = typer.Option(None, help="Test products per cell (default: all 8)."),
     resume: bool = typer.Option(True, help="Reuse finished cells."),
 ):
@@ -182,7 +193,8 @@ def demo_cmd(
     from .console import split_list
 
     out = demo(output=output, max_steps=max_steps, limit=limit,
-               models=",".join(split_list(models)), backends=",".join(split_list(backends)),
+               models=",".join(split_list(models)) if models else _CFG.models,
+               backends=",".join(split_list(backends)) if backends else None,
                resume=resume,
                log=lambda m: console.print(f"[bold]{m}[/]"),
                progress=_progress_runner(console), console=console)

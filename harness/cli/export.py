@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..models import DEFAULT_MODEL
+
 PANEL = "Export"
 console = Console()
 err = Console(stderr=True)
@@ -97,8 +99,7 @@ def export_cmd(
     console.print(f"record: {folder / 'export.json'}")
 
 def generate_cmd(
-    model: str = typer.Option("smollm2-135m-instruct", "--model", help="GGUF file or "
-                              "registry name."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="GGUF file or registry name."),
     lora: Optional[Path] = typer.Option(None, "--lora", help="LoRA adapter GGUF on top."),
     product: Optional[str] = typer.Option(None, "--product", help="product.json, a JSONL "
                                           "batch, or - for stdin [default: stdin]."),

@@ -47,7 +47,7 @@ def demo_splits(out: str | Path, task: str = TASK, sizes: dict = DEMO_SPLIT_SIZE
 
 
 def demo(output: str | Path = "results/demo", max_steps: int | None = None,
-         limit: int | None = None, models: str = "all", backends: str = "llama-cpp,hf",
+         limit: int | None = None, models: str = "all", backends: str | None = None,
          resume: bool = True, log=print, progress=None, console=None) -> dict:
     """Train the missing demo adapters, then run the comparison. Returns {"run", "trained",
     "train_s", "wall_s"}."""
@@ -57,7 +57,8 @@ def demo(output: str | Path = "results/demo", max_steps: int | None = None,
     from ..models import registry
     from ..paths import ADAPTERS_DIR
     from .report import render
-    from ..train.recipe import latest_checkpoint, train
+    from ..train.config import latest_checkpoint
+    from ..train.recipe import train
 
     t0 = time.perf_counter()
     output = Path(output)
@@ -82,9 +83,10 @@ def demo(output: str | Path = "results/demo", max_steps: int | None = None,
               overwrite=dest.exists() and not resume_training, progress=progress is not None)
         trained.append(str(dest))
     train_s = time.perf_counter() - t0
-    cfg = CompareConfig(models=models, tasks=[TASK],
-                        backends=[b.strip() for b in backends.split(",") if b.strip()],
-                        limit=limit, data=str(data), output=str(output), resume=resume)
+    given = {"backends": [b.strip() for b in backends.split(",") if b.strip()]} \
+        if backends else {}                     # else CompareConfig's default backends
+    cfg = CompareConfig(models=models, tasks=[TASK], limit=limit, data=str(data),
+                        output=str(output), resume=resume, **given)
     run = compare(cfg, progress=progress)
     render(run, console=console)   # console: Rich tables in the terminal too
     return {"run": str(run), "trained": trained, "train_s": round(train_s, 1),

@@ -14,6 +14,8 @@ from ..models import availability, get_spec, registry
 from ..paths import ADAPTERS_DIR
 
 BACKENDS = ("llama-cpp", "hf", "vllm")  # vllm: GPU clusters only (not installed here)
+# What a run uses unless told otherwise (CompareConfig, `harness compare`, `harness demo`)
+DEFAULT_BACKENDS = ("llama-cpp", "hf")
 DEFAULT_TASKS = ("product_review",)
 # Generation batch per backend (requests decoded together); backends not named here: 1.
 DEFAULT_BATCH_SIZE = GENERATION_BATCH
@@ -166,7 +168,7 @@ def reference_cells(tasks) -> list[Cell]:
 class CompareConfig:
     models: str | list[str] = "all"
     tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
-    backends: list[str] = field(default_factory=lambda: list(BACKENDS))
+    backends: list[str] = field(default_factory=lambda: list(DEFAULT_BACKENDS))
     limit: int | None = None
     data: str | None = None          # None: prepared data else demo; "demo"; or a directory
     output: str | None = None

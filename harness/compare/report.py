@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import HarnessError
 from ..files import read_json, read_jsonl, write_json, write_text
+from ..tasks import PRIMARY_METRICS
 
 THROUGHPUT = ("prompt_tokens_per_second", "generation_tokens_per_second",
               "aggregate_generation_tokens_per_second", "time_to_first_token_s", "wall_s",
@@ -20,24 +21,24 @@ THROUGHPUT = ("prompt_tokens_per_second", "generation_tokens_per_second",
               "loglikelihood_naive_tokens_per_doc")
 ID_COLS = ("model", "variant", "adapter", "backend", "task", "status", "reason", "n")
 CELL_COLS = ("metric_s", "cell_peak_rss_mb")   # per cell, from harness_cell
-# The metric each task is judged by first (per-sample diffs, plots), best first in this list.
-PRIMARY = {"product_review": ("hallucination_rate", "relevance_product", "rouge_l",
-                              "bits_per_byte"),
-           "product_department": ("acc",), "product_department_gen": ("exact_match", "acc"),
-           "product_aisle": ("acc",), "product_nextitem": ("mrr", "hit@10")}
-# Columns of the terminal table (the files keep every metric).
+# The metrics each task is judged by (verdict, per-sample diffs, plots): harness.tasks.
+PRIMARY = PRIMARY_METRICS
+# Columns of the terminal table (the files keep every metric); every name is one the task's
+# YAML lists (tests/test_settings.py).
+_CLASSIFY_KEYS = ("acc", "acc_norm", "macro_f1")
+_CLASSIFY_GEN_KEYS = ("acc", "macro_f1", "invalid")
 KEY_METRICS = {"product_review": ("hallucination_rate", "contradiction", "bits_per_byte",
                                   "relevance_product", "attribute_coverage", "rouge_l",
                                   "parent_f1", "distinct_2", "degenerate"),
-               "product_department": ("acc", "f1"), "product_department_gen": ("exact_match", "f1"),
-               "product_aisle": ("acc", "f1"),
+               "product_department": _CLASSIFY_KEYS, "product_department_gen": _CLASSIFY_GEN_KEYS,
+               "product_aisle": _CLASSIFY_KEYS, "product_aisle_gen": _CLASSIFY_GEN_KEYS,
                "product_nextitem": ("hit@1", "hit@10", "ndcg@10", "mrr")}
 # The key-metric table at the top of report.md / report.html (at most ~10 columns): the task's
 # own primary metrics, then its speed (KEY_SPEED: the first throughput column any row has).
 KEY_TABLE = {"product_review": ("hallucination_rate", "relevance_product", "rouge_l",
                                 "bits_per_byte", "degenerate"),
-             "product_department": ("acc", "f1"), "product_department_gen": ("exact_match", "f1"),
-             "product_aisle": ("acc", "f1"), "product_aisle_gen": ("exact_match", "f1"),
+             "product_department": ("acc", "macro_f1"), "product_department_gen": ("acc", "macro_f1"),
+             "product_aisle": ("acc", "macro_f1"), "product_aisle_gen": ("acc", "macro_f1"),
              "product_nextitem": ("hit@1", "hit@10", "mrr")}
 KEY_SPEED = ("generation_tokens_per_second", "prompt_tokens_per_second")
 SHORT = {"prompt_tokens_per_second": "prompt t/s", "generation_tokens_per_second": "gen t/s",

@@ -15,17 +15,11 @@ from pathlib import Path
 
 from ..errors import HarnessError
 from ..files import write_json
+from ..models import DEFAULT_MODEL, set_offline_defaults
 from .lm_eval_tasks import include_path
 
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false"}
 # lm-eval model name -> our registered class ("hf" gets throughput timing)
 MODEL_ALIASES = {"hf": "harness-hf", "huggingface": "harness-hf"}
-
-
-def set_offline_defaults() -> None:
-    for k, v in OFFLINE_ENV.items():
-        os.environ.setdefault(k, v)
 
 
 def parse_model_args(model_args: str | dict | None) -> dict:
@@ -60,12 +54,14 @@ def is_chat_model(model_args: dict) -> bool:
     return False
 
 
-def _mark_model_under_test(margs: dict) -> None:
-    """Tell the metrics which model is being evaluated (the fluency reference LM must be
-    another one)."""
+def with_model_under_test(metadata: dict | None, margs: dict) -> dict:
+    """The task metadata with the model being evaluated in it (`model_under_test`), so the
+    metrics know it (the fluency reference LM must be another one); one given already wins."""
+    out = dict(metadata or {})
     name = margs.get("model") or margs.get("pretrained")
-    if name:
-        os.environ["HARNESS_MODEL_UNDER_TEST"] = str(name)
+    if name and "model_under_test" not in out:
+        out["model_under_test"] = str(name)
+    return out
 
 
 def _register() -> None:
@@ -233,11 +229,16 @@ def prepare_argv(argv: list[str]) -> list[str]:
         margs = parse_model_args(argv[argv.index("--model_args") + 1]) if "--model_args" in argv \
             else {}
         if not margs:
-            margs = {"model": "smollm2-135m-instruct"}
+            margs = {"model": DEFAULT_MODEL}
         if is_chat_model(margs):
             argv.append("--apply_chat_template")
-    if "--model_args" in argv:
-        _mark_model_under_test(parse_model_args(argv[argv.index("--model_args") + 1]))
+    if "--model_args" in argv:   # the metrics learn the model under test from the metadata
+        meta = json.loads(_flag_value(argv, "--metadata") or "{}")
+        meta = with_model_under_test(meta, parse_model_args(_flag_value(argv, "--model_args")))
+        if "--metadata" in argv:
+            argv[argv.index("--metadata") + 1] = json.dumps(meta)
+        else:
+            argv += ["--metadata", json.dumps(meta)]
     if "--no_chat_template" in argv:
         argv.remove("--no_chat_template")
     return argv
@@ -304,12 +305,13 @@ def evaluate(model, model_args: str | dict, tasks: list[str], *, limit: int | No
     from ..backends.throughput import METER
 
     margs = parse_model_args(model_args)
-    _mark_model_under_test({"model": model_under_test} if model_under_test else margs)
+    metadata = with_model_under_test(metadata, {"model": model_under_test} if model_under_test
+                                     else margs)
     if apply_chat_template is None:
         apply_chat_template = is_chat_model(margs)
     METER.reset()
     MetricClock.reset()
-    tm = TaskManager(include_path=include_path(), metadata=metadata or {})
+    tm = TaskManager(include_path=include_path(), metadata=metadata)
     if isinstance(model, str):
         model = MODEL_ALIASES.get(model, model)
     res = simple_evaluate(model=model, model_args=margs, tasks=tasks,
@@ -317,7 +319,7 @@ def evaluate(model, model_args: str | dict, tasks: list[str], *, limit: int | No
                           apply_chat_template=apply_chat_template, batch_size=batch_size,
                           gen_kwargs=gen_kwargs, random_seed=seed, numpy_random_seed=seed,
                           torch_random_seed=seed, fewshot_random_seed=seed,
-                          metadata=metadata or {})
+                          metadata=metadata)
     if res is None:
         raise HarnessError("lm-eval returned no results")
     if model_name and not isinstance(model, str):

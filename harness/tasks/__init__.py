@@ -26,6 +26,16 @@ TASKS: dict[str, Callable[[dict], tuple[str, str]]] = {
 }
 
 
+# The metrics a task is judged by first (the compare report's verdict, per-sample diffs and
+# plots), best first; each one its task's YAML lists.
+PRIMARY_METRICS: dict[str, tuple[str, ...]] = {
+    "product_review": ("hallucination_rate", "relevance_product", "rouge_l", "bits_per_byte"),
+    "product_department": ("acc",), "product_department_gen": ("acc",),
+    "product_aisle": ("acc",), "product_aisle_gen": ("acc",),
+    "product_nextitem": ("mrr", "hit@10"),
+}
+
+
 def build_example(task: str, record: dict) -> tuple[str, str]:
     try:
         build = TASKS[task]

@@ -9,7 +9,7 @@ anti-loop decoding each change against the base model.
                the test split, greedy:
                  anti-loop off (no_repeat_ngram_generated=0): base, (a), (b)
                  anti-loop on  (no_repeat_ngram_generated=N): base, (b)
-  4. table     tuned - base per step, paired bootstrap 95% CIs (harness.compare.report.comparisons)
+  4. table     tuned - base per step, paired bootstrap 95% CIs (harness.compare.stats.comparisons)
                on the same test products, against the base model with anti-loop off:
                unsupported claims per review, loop rate (degenerate_loop), ROUGE-L,
                relevance to the reference review, attribute coverage; plus "anti-loop alone"
@@ -97,7 +97,8 @@ def link_adapters(dest: Path, adapters: list[Path]) -> Path:
 def run_compare(a, data: Path, out: Path, adapters_dir: Path, anti_loop: int) -> list[dict]:
     from harness.compare.plan import CompareConfig
     from harness.compare.run import compare
-    from harness.compare.report import load_run, render
+    from harness.compare.summary import load_run
+    from harness.compare.render import render
 
     cfg = CompareConfig(models=a.model, tasks=[TASK], backends=["llama-cpp"], limit=a.limit,
                         data=str(data), output=str(out), resume=True, merged_quant=None,
@@ -123,8 +124,8 @@ def pick(cells: list[dict], variant: str, adapter: str | None = None) -> dict:
 
 
 def step_rows(step: str, base: dict, other: dict) -> list[dict]:
-    """other - base for METRICS, paired over the same documents (harness.compare.report.comparisons)."""
-    from harness.compare.report import comparisons
+    """other - base for METRICS, paired over the same documents (harness.compare.stats.comparisons)."""
+    from harness.compare.stats import comparisons
 
     tuned = dict(other, variant=step)   # a cell compared with `base`, whatever it is
     comps = comparisons([base, tuned])

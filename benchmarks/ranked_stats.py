@@ -10,7 +10,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from harness.compare.report import load_run
+from harness.compare.summary import load_run
 from harness.models import DEFAULT_MODEL
 
 

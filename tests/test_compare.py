@@ -132,7 +132,7 @@ def test_compare_resume_reuses_finished_cells(tmp_path, env):
 def test_per_sample_output_of_a_ranked_document_names_the_choices():
     """Multiple-choice / ranking samples (lm-eval's loglikelihood layout) show the top choice
     and the gold one's rank, not a bare loglikelihood; generated text stays as it is."""
-    from harness.compare.report import _resp
+    from harness.compare.stats import _resp
 
     ctx = "Which department?\nProduct: Golden Monkey\nDepartment:"
     sample = {"arguments": [[ctx, " alcohol"], [ctx, " snacks"], [ctx, " beverages"]],

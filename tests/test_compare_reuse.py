@@ -13,7 +13,7 @@ from test_compare import make_adapter
 
 from harness.compare.plan import CompareConfig, lm_key, plan, run_order
 from harness.compare.run import compare
-from harness.compare.report import render
+from harness.compare.render import render
 
 MODEL = "smollm2-135m-instruct"
 

@@ -27,7 +27,7 @@ def _compare(out: Path, adapters: Path, models: str, **kw) -> Path:
     llama.cpp, short generations, adapters only from `adapters`."""
     from harness.compare.plan import CompareConfig
     from harness.compare.run import compare
-    from harness.compare.report import render
+    from harness.compare.render import render
 
     adapters.mkdir(exist_ok=True)
     run = compare(CompareConfig(models=models, tasks=["product_review"],

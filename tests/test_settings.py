@@ -137,7 +137,7 @@ def task_metrics() -> dict[str, dict[str, bool]]:
 def test_report_directions_are_the_task_yamls():
     """A rise of invalid, nli_unsupported_rate or nli_contradiction was reported as better: the
     report takes each direction from the higher_is_better lm-eval writes into results.json."""
-    from harness.compare.report import NEUTRAL, directions, higher_is_better
+    from harness.compare.summary import NEUTRAL, directions, higher_is_better
 
     yamls = task_metrics()
     cells = [{"task": t, "results": {"higher_is_better": {t: hib}}} for t, hib in yamls.items()]
@@ -153,7 +153,7 @@ def test_report_directions_are_the_task_yamls():
 def test_key_and_primary_metrics_are_metrics_the_tasks_emit():
     """The key metrics named f1 / exact_match, which no task emits (macro-F1 never reached the
     terminal table)."""
-    from harness.compare.report import KEY_METRICS, KEY_TABLE, PRIMARY
+    from harness.compare.summary import KEY_METRICS, KEY_TABLE, PRIMARY
 
     yamls = task_metrics()
     for table in (KEY_METRICS, KEY_TABLE, PRIMARY):
@@ -166,7 +166,7 @@ def test_key_and_primary_metrics_are_metrics_the_tasks_emit():
 def test_macro_f1_reaches_the_terminal_table():
     from rich.console import Console
 
-    from harness.compare.report import print_tables
+    from harness.compare.render import print_tables
 
     rows = [{"model": "m", "variant": v, "backend": "llama-cpp", "task": "product_department",
              "status": "done", "n": 10, "acc": a, "acc_norm": a, "macro_f1": f}
@@ -190,7 +190,7 @@ def test_the_default_model_name_is_written_once():
 
     allowed = {"harness/models.py": "DEFAULT_MODEL",
                "harness/metrics/config.py": "the fluency reference LM when Gemma is under test",
-               "harness/compare/report.py": "its short name in the tables"}
+               "harness/compare/summary.py": "its short name in the tables"}
     uses = {str(p.relative_to(ROOT)) for p in _code_files()
             for node in ast.walk(ast.parse(p.read_text()))
             if isinstance(node, ast.Constant) and node.value == DEFAULT_MODEL}

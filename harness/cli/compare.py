@@ -43,7 +43,7 @@ def run_compare(console, **given) -> Path:
     leaves a field at CompareConfig's default."""
     from ..compare.executors import parse_ray_resources
     from ..compare.plan import CompareConfig, batch_sizes
-    from ..compare.report import render
+    from ..compare.render import render
     from ..compare.run import compare
 
     given = {k: v for k, v in given.items() if v is not None}
@@ -169,7 +169,7 @@ def compare_cmd(
 
 def report_cmd(run: Path = typer.Argument(..., help="A compare run directory.")):
     """Re-render summary, plots and report.md/html of a run from its saved results."""
-    from ..compare.report import render
+    from ..compare.render import render
 
     render(run, console=console)
     console.print(f"[bold]wrote[/] {run}/summary.csv, summary.json, report.md, report.html")

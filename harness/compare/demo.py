@@ -56,7 +56,7 @@ def demo(output: str | Path = "results/demo", max_steps: int | None = None,
     from ..train.curate import curate
     from ..models import registry
     from ..paths import ADAPTERS_DIR
-    from .report import render
+    from .render import render
     from ..train.config import latest_checkpoint
     from ..train.recipe import train
 

@@ -9,7 +9,8 @@ model run; see run_reference_cell). Each finished cell is a folder
 `RUN/cells/<key>/` holding lm-eval's results.json and samples file; <key> hashes
 (model, adapter content, backend, task, data file content, limit), so `resume=True` reruns only
 what is missing and a changed adapter or data set never reuses a stale cell. Rendering
-(tables, plots, report.md/html) lives in harness/compare/report.py and reads only saved files.
+(tables, plots, report.md/html: harness/compare/render.py, with summary.py, stats.py and
+plots.py) reads only saved files.
 
 Cells that run on the same weights (base and tuned of a model on one backend; the adapter is
 switched with set_adapter) share one loaded model (`reuse_models`); they run one after another
@@ -85,7 +86,7 @@ def preflight(cfg: CompareConfig, cells: list[Cell]) -> None:
 
 def compare(cfg: CompareConfig | None = None, progress=None, **kw) -> Path:
     """Run (or resume) a comparison; returns the run directory. Rendering is done by
-    harness.compare.report.render(run_dir) afterwards (the CLI does both)."""
+    harness.compare.render.render(run_dir) afterwards (the CLI does both)."""
     cfg = cfg or CompareConfig(**kw)
     batch = batch_sizes(cfg.batch_size)
     out = Path(cfg.output) if cfg.output else RESULTS_DIR / time.strftime("compare-%Y%m%d-%H%M%S")

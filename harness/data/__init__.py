@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import HarnessError
+from ..files import write_jsonl
 from ..paths import DATA_DIR, demo_file  # noqa: F401  (demo_file: the data a task reads by default)
 
 SPLITS = ("train", "validation", "test")
@@ -48,3 +49,14 @@ def resolve_data_file(task: str, split: str, data: str | os.PathLike | None = No
     raise HarnessError(f"{p}: no {task} data for split {split!r} "
                        f"(looked for {p / task / f'{split}.jsonl'} and {p / f'{split}.jsonl'}); "
                        f"run `harness data prepare --raw-dir RAW --output {p}`")
+
+
+def write_splits(records: list[dict], out: Path, task: str, key=lambda r: r["id"]) -> dict:
+    """<out>/<task>/{train,validation,test}.jsonl, each record in the split of its key
+    (split_of); returns the count per split."""
+    by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for rec in records:
+        by_split[split_of(key(rec))].append(rec)
+    for split, rows in by_split.items():
+        write_jsonl(out / task / f"{split}.jsonl", rows)
+    return {s: len(r) for s, r in by_split.items()}

@@ -8,18 +8,9 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import HarnessError
-from ..files import write_json, write_jsonl
-from . import SPLITS, category, nextitem, split_of
+from ..files import write_json
+from . import SPLITS, category, nextitem, split_of, write_splits
 from .review import Skips, discover, group_records, load_hub
-
-
-def write_splits(records: list[dict], out: Path, task: str, key=lambda r: r["id"]) -> dict:
-    by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    for rec in records:
-        by_split[split_of(key(rec))].append(rec)
-    for split, rows in by_split.items():
-        write_jsonl(out / task / f"{split}.jsonl", rows)
-    return {s: len(r) for s, r in by_split.items()}
 
 
 def prepare_review(raw_dir: Path | None, out: Path, hub: str | None = None,

@@ -12,17 +12,16 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable
 
-from .category import classify_example
-from .nextitem import nextitem_example
-from .review import review_example
+from . import category, nextitem, review
 
+# one line a task (an lm-eval variant of a task is a task too: its YAML names it)
 TASKS: dict[str, Callable[[dict], tuple[str, str]]] = {
-    "product_review": review_example,
-    "product_department": partial(classify_example, "product_department"),
-    "product_department_gen": partial(classify_example, "product_department_gen"),
-    "product_aisle": partial(classify_example, "product_aisle"),
-    "product_aisle_gen": partial(classify_example, "product_aisle_gen"),
-    "product_nextitem": nextitem_example,
+    "product_review": review.review_example,
+    "product_department": partial(category.classify_example, "product_department"),
+    "product_department_gen": partial(category.classify_example, "product_department_gen"),
+    "product_aisle": partial(category.classify_example, "product_aisle"),
+    "product_aisle_gen": partial(category.classify_example, "product_aisle_gen"),
+    "product_nextitem": nextitem.nextitem_example,
 }
 
 

@@ -33,6 +33,7 @@ import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable
 
 import torch
 
@@ -99,42 +100,49 @@ def evaluate_loss(loss_fn, examples: list[Example], batch_size: int, pad_id: int
     return float(total[0] / total[1])
 
 
-def train(config: TrainConfig | None = None, preset: str | None = None, **overrides) -> dict:
-    """Train an adapter; returns the training.json record (plus "output").
+@dataclass
+class Run:
+    """Everything the loop needs, made by setup() before it starts."""
+    cfg: TrainConfig
+    inp: Any                       # config.Inputs
+    acc: Any                       # accelerate.Accelerator
+    say: Callable[[str], None]
+    console: Any
+    dtype: Any
+    chat: bool
+    mask: bool
+    train_ex: list
+    val_ex: list
+    train_stats: dict
+    val_stats: dict
+    data_hashes: dict
+    sched: Schedule
+    total: int
+    eval_every: int
+    save_every: int
+    peft_model: Any
+    weights: MasterWeights
+    loss_fn: Any
+    optimizer: Any
+    pad_id: int
+    load_s: float
+    st: RunState = field(default_factory=RunState)
+    start: int = 0
+    t_start: float = 0.0
 
-    `train(model=..., task=..., data="demo", max_steps=20)`, `train(TrainConfig(...))`, or
-    `train(model=..., preset="demo")` (PRESETS; explicit settings win)."""
+
+def settings(config: TrainConfig | None, preset: str | None, overrides: dict) -> TrainConfig:
+    """The run's TrainConfig: `config` (or the defaults), under the preset, under overrides."""
     unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
     if unknown:
         raise HarnessError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
     if preset is not None and preset not in PRESETS:
         raise HarnessError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-    cfg = TrainConfig(**{**(asdict(config) if config else {}), **PRESETS.get(preset, {}),
-                         **overrides})
-    t_start = time.perf_counter()
+    return TrainConfig(**{**(asdict(config) if config else {}), **PRESETS.get(preset, {}),
+                          **overrides})
 
-    # -- inputs, checked before any compute --------------------------------------------------
-    inp = resolve_inputs(cfg)
-    if inp.engine == "unsloth":
-        import unsloth  # noqa: F401  (patches transformers before it is used; CUDA only)
-    from accelerate import Accelerator
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    from rich.console import Console
-
-    dtype = torch_dtype(cfg.dtype, "cuda" if _cuda() else "cpu")
-    # float16 needs loss scaling: accelerate's fp16 mixed precision, with float32 LoRA weights
-    # cpu=True without CUDA: under `accelerate launch --multi_gpu` (torchrun) the processes
-    # then join one gloo group (MULTI_CPU); otherwise each would train alone
-    acc = Accelerator(cpu=not _cuda(), mixed_precision="fp16" if dtype == torch.float16 else None)
-    device = acc.device
-    console = Console(stderr=True, quiet=not (cfg.progress and acc.is_main_process))
-
-    def say(msg: str) -> None:
-        console.print(msg, highlight=False, markup=False)
-    if cfg.overwrite and acc.is_main_process:
-        clear_output(inp.output)
+def _check_resumable(cfg: TrainConfig, inp, acc) -> None:
     if inp.checkpoint is not None and sharded(acc):
         raise HarnessError("--resume: checkpoints are written by single-process and DDP runs "
                            "only, not under FSDP or DeepSpeed")
@@ -146,7 +154,9 @@ def train(config: TrainConfig | None = None, preset: str | None = None, **overri
             raise HarnessError(f"{inp.checkpoint}: cannot resume with other settings: " +
                                ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in diff.items()))
 
-    # -- examples ----------------------------------------------------------------------------
+
+def _examples(cfg: TrainConfig, inp, say) -> tuple:
+    """(tokenizer, chat, mask, train examples, validation examples, their stats, data hashes)."""
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     tokenizer = load_tokenizer(inp.model_source)
@@ -171,139 +181,191 @@ def train(config: TrainConfig | None = None, preset: str | None = None, **overri
         if saved != data_hashes:
             raise HarnessError(f"{inp.checkpoint}: the data changed since this checkpoint "
                                f"({', '.join(s for s in saved if saved[s] != data_hashes.get(s))})")
+    return tokenizer, chat, mask, train_ex, val_ex, train_stats, val_stats, data_hashes
 
-    # -- schedule ----------------------------------------------------------------------------
-    sched = Schedule([len(e.ids) for e in train_ex], cfg.batch_size,
-                     cfg.grad_accum * acc.num_processes, cfg.seed)
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * sched.steps_per_epoch))
-    eval_every = cfg.eval_every or max(1, total // 5)
-    save_every = cfg.save_every or eval_every
 
-    # -- model -------------------------------------------------------------------------------
+def _model(cfg: TrainConfig, inp, acc, dtype) -> tuple:
+    """(peft model, master weights, loss, optimizer, load seconds), prepared by accelerate."""
     t_load = time.perf_counter()
-    peft_model = ENGINES[inp.engine](cfg, inp, device, dtype)
+    peft_model = ENGINES[inp.engine](cfg, inp, acc.device, dtype)
     load_s = time.perf_counter() - t_load
     if dtype == torch.float16 or acc.distributed_type.name in ("DEEPSPEED", "FSDP"):
         for p in peft_model.parameters():   # these manage float32 weights themselves
             if p.requires_grad:
                 p.data = p.data.float()
     weights = MasterWeights(peft_model)
-    n_trainable = sum(p.numel() for p in weights.master)
     loss_fn = ResponseLoss(peft_model)
     optimizer = torch.optim.AdamW(weights.master, lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn, optimizer = acc.prepare(loss_fn, optimizer)
-    pad_id = tokenizer.pad_token_id
+    return peft_model, weights, loss_fn, optimizer, load_s
 
-    # -- state: fresh, or from the checkpoint ------------------------------------------------
-    st = RunState()
-    start = 0
+
+def setup(cfg: TrainConfig) -> Run:
+    """Inputs (checked before any compute), accelerator, examples, schedule, model, optimizer,
+    and the state: fresh, or from the checkpoint."""
+    t_start = time.perf_counter()
+    inp = resolve_inputs(cfg)
+    if inp.engine == "unsloth":
+        import unsloth  # noqa: F401  (patches transformers before it is used; CUDA only)
+    from accelerate import Accelerator
+    from rich.console import Console
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dtype = torch_dtype(cfg.dtype, "cuda" if _cuda() else "cpu")
+    # float16 needs loss scaling: accelerate's fp16 mixed precision, with float32 LoRA weights
+    # cpu=True without CUDA: under `accelerate launch --multi_gpu` (torchrun) the processes
+    # then join one gloo group (MULTI_CPU); otherwise each would train alone
+    acc = Accelerator(cpu=not _cuda(), mixed_precision="fp16" if dtype == torch.float16 else None)
+    console = Console(stderr=True, quiet=not (cfg.progress and acc.is_main_process))
+
+    def say(msg: str) -> None:
+        console.print(msg, highlight=False, markup=False)
+    if cfg.overwrite and acc.is_main_process:
+        clear_output(inp.output)
+    _check_resumable(cfg, inp, acc)
+    tokenizer, chat, mask, train_ex, val_ex, train_stats, val_stats, data_hashes = \
+        _examples(cfg, inp, say)
+    sched = Schedule([len(e.ids) for e in train_ex], cfg.batch_size,
+                     cfg.grad_accum * acc.num_processes, cfg.seed)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * sched.steps_per_epoch))
+    eval_every = cfg.eval_every or max(1, total // 5)
+    peft_model, weights, loss_fn, optimizer, load_s = _model(cfg, inp, acc, dtype)
+    run = Run(cfg, inp, acc, say, console, dtype, chat, mask, train_ex, val_ex, train_stats,
+              val_stats, data_hashes, sched, total, eval_every, cfg.save_every or eval_every,
+              peft_model, weights, loss_fn, optimizer, tokenizer.pad_token_id, load_s,
+              t_start=t_start)
     if inp.checkpoint is not None:
         meta = load_checkpoint(inp.checkpoint, weights, optimizer, acc)
-        st = RunState(**meta["run"])
-        start = meta["step"]
-        st.resumed_at.append(start)
-        say(f"resuming {inp.output} at step {start}/{total}")
+        run.st = RunState(**meta["run"])
+        run.start = meta["step"]
+        run.st.resumed_at.append(run.start)
+        say(f"resuming {inp.output} at step {run.start}/{total}")
     if acc.is_main_process:
         inp.output.mkdir(parents=True, exist_ok=True)
+    return run
 
-    def checkpoint_state() -> dict:
-        return {"config": asdict(cfg), "data_sha256": data_hashes, "run": asdict(st)}
 
-    def validate(step: int) -> None:
-        val = evaluate_loss(loss_fn, val_ex, cfg.batch_size * 2, pad_id, acc)
-        st.val_loss.append([step, round(val, 6)])
-        improved = st.best_val is None or val < st.best_val - cfg.min_delta
-        if improved:
-            st.best_val, st.best_step, st.bad_evals = val, step, 0
-            if step > 0:
-                save_adapter(peft_model, weights, inp.output, inp.hub_id, acc, loss_fn)
-        elif step > 0:
-            st.bad_evals += 1
-        say(f"step {step}/{total}: validation loss {val:.4f}"
+def validate(run: Run, step: int) -> None:
+    """Validation loss at `step`; the adapter is saved when it is the best so far."""
+    st, cfg = run.st, run.cfg
+    val = evaluate_loss(run.loss_fn, run.val_ex, cfg.batch_size * 2, run.pad_id, run.acc)
+    st.val_loss.append([step, round(val, 6)])
+    improved = st.best_val is None or val < st.best_val - cfg.min_delta
+    if improved:
+        st.best_val, st.best_step, st.bad_evals = val, step, 0
+        if step > 0:
+            save_adapter(run.peft_model, run.weights, run.inp.output, run.inp.hub_id, run.acc,
+                         run.loss_fn)
+    elif step > 0:
+        st.bad_evals += 1
+    run.say(f"step {step}/{run.total}: validation loss {val:.4f}"
             + (" (best)" if improved else f" (best {st.best_val:.4f} at step {st.best_step})"))
 
-    if start == 0:
-        validate(0)   # the base model's loss: the number every later one is compared with
 
-    # -- the loop ----------------------------------------------------------------------------
-    loss_fn.train()
-    step = start
+def train_step(run: Run, step: int) -> float:
+    """One optimizer step (its micro-batches on this process); returns the step's loss."""
+    acc, st, cfg, device = run.acc, run.st, run.cfg, run.acc.device
+    for g in run.optimizer.param_groups:
+        g["lr"] = lr_at(step, run.total, cfg.lr, cfg.warmup_ratio)
+    t0, c0 = time.perf_counter(), time.process_time()
+    micro = run.sched.step_batches(step)[acc.process_index::acc.num_processes]
+    batches = [collate([run.train_ex[i] for i in b], run.pad_id) for b in micro]
+    # the step's loss is the mean over the response tokens of all processes; DDP
+    # averages the processes' gradients, hence the factor num_processes
+    n_resp = int(acc.reduce(torch.tensor(sum(int((b["labels"][:, 1:] != IGNORE).sum())
+                                             for b in batches), device=device), "sum"))
+    sums = torch.zeros(3, dtype=torch.float64)   # loss, tokens, padded tokens
+    for k, batch in enumerate(batches):
+        batch = {key: v.to(device) for key, v in batch.items()}
+        sync = k == len(batches) - 1
+        with (acc.no_sync(run.loss_fn) if not sync else nullcontext()):
+            s, _ = run.loss_fn(**batch)
+            acc.backward(s * acc.num_processes / max(1, n_resp))
+        sums += torch.tensor([float(s.detach()), int(batch["attention_mask"].sum()),
+                              batch["input_ids"].numel()], dtype=torch.float64)
+    loss_sum, tokens, padded = acc.reduce(sums.to(device), "sum").tolist()
+    st.tokens += int(tokens)
+    st.padded_tokens += int(padded)
+    run.weights.grads_to_master()
+    if cfg.max_grad_norm:
+        acc.clip_grad_norm_(run.weights.master, cfg.max_grad_norm)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.weights.master_to_model()
+    st.train_s += time.perf_counter() - t0
+    st.train_cpu_s += time.process_time() - c0
+    st.response_tokens += n_resp
+    loss = loss_sum / max(1, n_resp)
+    st.train_loss.append([step + 1, round(loss, 6)])
+    return loss
+
+
+def checkpoint_state(run: Run) -> dict:
+    return {"config": asdict(run.cfg), "data_sha256": run.data_hashes, "run": asdict(run.st)}
+
+
+def train(config: TrainConfig | None = None, preset: str | None = None, **overrides) -> dict:
+    """Train an adapter; returns the training.json record (plus "output").
+
+    `train(model=..., task=..., data="demo", max_steps=20)`, `train(TrainConfig(...))`, or
+    `train(model=..., preset="demo")` (PRESETS; explicit settings win)."""
+    run = setup(settings(config, preset, overrides))
+    cfg, st = run.cfg, run.st
+    if run.start == 0:
+        validate(run, 0)   # the base model's loss: the number every later one is compared with
+    run.loss_fn.train()
+    step = run.start
     # grad mode is process-wide: a scorer or evaluator run earlier in this process may have
     # turned it off
-    with torch.enable_grad(), _progress(console) as bar:
-        task = bar.add_task("train", total=total, completed=start, loss="-", tps="-")
-        while step < total and not st.stopped_early:
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(step, total, cfg.lr, cfg.warmup_ratio)
-            t0, c0 = time.perf_counter(), time.process_time()
-            micro = sched.step_batches(step)[acc.process_index::acc.num_processes]
-            batches = [collate([train_ex[i] for i in b], pad_id) for b in micro]
-            # the step's loss is the mean over the response tokens of all processes; DDP
-            # averages the processes' gradients, hence the factor num_processes
-            n_resp = int(acc.reduce(torch.tensor(sum(int((b["labels"][:, 1:] != IGNORE).sum())
-                                                     for b in batches), device=device), "sum"))
-            sums = torch.zeros(3, dtype=torch.float64)   # loss, tokens, padded tokens
-            for k, batch in enumerate(batches):
-                batch = {key: v.to(device) for key, v in batch.items()}
-                sync = k == len(batches) - 1
-                with (acc.no_sync(loss_fn) if not sync else nullcontext()):
-                    s, _ = loss_fn(**batch)
-                    acc.backward(s * acc.num_processes / max(1, n_resp))
-                sums += torch.tensor([float(s.detach()), int(batch["attention_mask"].sum()),
-                                      batch["input_ids"].numel()], dtype=torch.float64)
-            loss_sum, tokens, padded = acc.reduce(sums.to(device), "sum").tolist()
-            st.tokens += int(tokens)
-            st.padded_tokens += int(padded)
-            weights.grads_to_master()
-            if cfg.max_grad_norm:
-                acc.clip_grad_norm_(weights.master, cfg.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            weights.master_to_model()
-            st.train_s += time.perf_counter() - t0
-            st.train_cpu_s += time.process_time() - c0
-            st.response_tokens += n_resp
+    with torch.enable_grad(), _progress(run.console) as bar:
+        task = bar.add_task("train", total=run.total, completed=step, loss="-", tps="-")
+        while step < run.total and not st.stopped_early:
+            loss = train_step(run, step)
             step += 1
-            loss = loss_sum / max(1, n_resp)
-            st.train_loss.append([step, round(loss, 6)])
             tps = st.tokens / st.train_s if st.train_s else 0.0
             bar.update(task, completed=step, loss=f"{loss:.3f}", tps=f"{tps:,.0f}")
-            if step % eval_every == 0 or step == total:
-                validate(step)
+            if step % run.eval_every == 0 or step == run.total:
+                validate(run, step)
                 if cfg.patience and st.bad_evals >= cfg.patience:
                     st.stopped_early = True
-                    say(f"early stop at step {step}: no gain in {cfg.patience} evaluations")
-            if step % save_every == 0 and step < total and not st.stopped_early \
-                    and not sharded(acc):
-                save_checkpoint(inp.output, step, weights, optimizer, checkpoint_state(), acc)
+                    run.say(f"early stop at step {step}: no gain in {cfg.patience} evaluations")
+            if step % run.save_every == 0 and step < run.total and not st.stopped_early \
+                    and not sharded(run.acc):
+                save_checkpoint(run.inp.output, step, run.weights, run.optimizer,
+                                checkpoint_state(run), run.acc)
+    return finish(run, step)
 
-    # -- outputs -----------------------------------------------------------------------------
+
+def training_record(run: Run, step: int) -> dict:
+    """training.json: what was trained on what, how, how fast, and the loss curves."""
     from ..backends.throughput import peak_rss_mb
 
-    record = {
+    cfg, inp, st = run.cfg, run.inp, run.st
+    stats = (("train", run.train_stats), ("validation", run.val_stats))
+    return {
         "base_model": cfg.model, "base_model_source": {"pretrained": inp.model_source[0],
                                                        "gguf_file": inp.model_source[1]},
         "base_model_sha256": model_sha256(inp.model_source),
         "task": cfg.task, "method": inp.method, "engine": inp.engine,
-        "chat_template": chat, "dtype": str(dtype).replace("torch.", ""),
-        "data": {s: {"path": str(inp.data_files[s]), "sha256": data_hashes[s], **stats}
-                 for s, stats in (("train", train_stats), ("validation", val_stats))},
+        "chat_template": run.chat, "dtype": str(run.dtype).replace("torch.", ""),
+        "data": {s: {"path": str(inp.data_files[s]), "sha256": run.data_hashes[s], **stat}
+                 for s, stat in stats},
         "split_sizes": {"train": len(inp.records["train"]),
                         "validation": len(inp.records["validation"])},
-        "loss_masking": {"enabled": mask, "rule": MASK_RULE if mask else None,
+        "loss_masking": {"enabled": run.mask, "rule": MASK_RULE if run.mask else None,
                          **{s: {k: st_[k] for k in ("masked_sentences", "masked_tokens",
                                                     "response_tokens", "masked_share",
                                                     "masked_examples", "mask_unaligned")}
-                            for s, st_ in (("train", train_stats),
-                                           ("validation", val_stats))}},
+                            for s, st_ in stats}},
         "curation": curation_of(inp.data_files["train"]),
         "hyperparameters": {k: v for k, v in asdict(cfg).items()
                             if k not in RESUME_FREE | {"model", "task", "data"}},
-        "seed": cfg.seed, "steps": step, "total_steps": total,
-        "steps_per_epoch": sched.steps_per_epoch,
-        "epochs_trained": round(step / sched.steps_per_epoch, 4),
-        "eval_every": eval_every, "save_every": save_every,
-        "trainable_parameters": n_trainable,
+        "seed": cfg.seed, "steps": step, "total_steps": run.total,
+        "steps_per_epoch": run.sched.steps_per_epoch,
+        "epochs_trained": round(step / run.sched.steps_per_epoch, 4),
+        "eval_every": run.eval_every, "save_every": run.save_every,
+        "trainable_parameters": sum(p.numel() for p in run.weights.master),
         "initial_val_loss": st.val_loss[0][1] if st.val_loss and st.val_loss[0][0] == 0 else None,
         "best_val_loss": st.best_val, "best_step": st.best_step,
         "stopped_early": st.stopped_early,
@@ -313,15 +375,23 @@ def train(config: TrainConfig | None = None, preset: str | None = None, **overri
         if st.train_s else None,
         "padding_fraction": round(1 - st.tokens / st.padded_tokens, 4) if st.padded_tokens else 0,
         "tokens_trained": st.tokens, "train_s": round(st.train_s, 2),
-        "train_cpu_s": round(st.train_cpu_s, 2), "load_s": round(load_s, 2),
-        "wall_s": round(time.perf_counter() - t_start, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
+        "train_cpu_s": round(st.train_cpu_s, 2), "load_s": round(run.load_s, 2),
+        "wall_s": round(time.perf_counter() - run.t_start, 2),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "resumed_at_steps": st.resumed_at,
-        "versions": versions(inp.engine), "device": device_info(device),
-        "num_processes": acc.num_processes,
+        "versions": versions(inp.engine), "device": device_info(run.acc.device),
+        "num_processes": run.acc.num_processes,
     }
+
+
+def finish(run: Run, step: int) -> dict:
+    """The outputs: the adapter (the last one when no step beat the base model), training.json
+    and the loss curve; the checkpoints removed."""
+    cfg, inp, st, acc = run.cfg, run.inp, run.st, run.acc
+    record = training_record(run, step)
     if not st.best_step:
         # no step beat the base model: keep the last adapter, say so in the record
-        save_adapter(peft_model, weights, inp.output, inp.hub_id, acc, loss_fn)
+        save_adapter(run.peft_model, run.weights, inp.output, inp.hub_id, acc, run.loss_fn)
         record["best_step_note"] = "no step improved on the base model's validation loss; " \
                                    "the adapter is the last step's"
     if acc.is_main_process:
@@ -330,9 +400,9 @@ def train(config: TrainConfig | None = None, preset: str | None = None, **overri
         write_json(inp.output / "training.json", record)
         shutil.rmtree(inp.output / CHECKPOINTS, ignore_errors=True)
     acc.wait_for_everyone()
-    say(f"adapter: {inp.output} (best validation loss {st.best_val:.4f} at step "
-        f"{st.best_step}; {record['tokens_per_second']} tok/s)")
+    run.say(f"adapter: {inp.output} (best validation loss {st.best_val:.4f} at step "
+            f"{st.best_step}; {record['tokens_per_second']} tok/s)")
     if st.best_step == 0 and record["val_loss"] and len(record["val_loss"]) > 1:
-        say("warning: no step lowered the validation loss, so the saved adapter is the "
-            "untrained one (it changes nothing); try a lower --lr or more data")
+        run.say("warning: no step lowered the validation loss, so the saved adapter is the "
+                "untrained one (it changes nothing); try a lower --lr or more data")
     return {**record, "output": str(inp.output)}

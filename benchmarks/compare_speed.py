@@ -44,28 +44,15 @@ GOAL = 3.0
 
 
 def random_adapter(model: str, dest: Path, seed: int = 0) -> Path:
-    """A real PEFT LoRA adapter on `model`, not trained: lora_B set to small seeded random
-    values so that it changes outputs; with the training.json compare reads."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    """A real PEFT LoRA adapter on `model`, not trained: the tests' seeded random adapter
+    (tests/_export_models.make_adapter), with the training.json compare reads."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from _export_models import make_adapter, write_training_json
 
-    from harness.models import resolve_hf
-
-    pretrained, gguf = resolve_hf(model)
-    base = AutoModelForCausalLM.from_pretrained(pretrained, gguf_file=gguf, dtype=torch.float32)
-    torch.manual_seed(seed)
-    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM",
-                                                 target_modules=["q_proj", "v_proj"]))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in peft_model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    peft_model.save_pretrained(dest)
-    (dest / "training.json").write_text(json.dumps(
-        {"base_model": model, "task": TASK, "method": "lora",
-         "note": f"benchmarks/compare_speed.py: seeded random adapter (seed {seed}), not trained"}))
+    make_adapter(model, dest, seed, r=4, alpha=8, scale=0.02, targets=["q_proj", "v_proj"])
+    write_training_json(dest, model, task=TASK, method="lora",
+                        note=f"benchmarks/compare_speed.py: seeded random adapter (seed {seed}), "
+                             f"not trained")
     return dest
 
 
@@ -93,7 +80,7 @@ def warm_up(models: list[str], adapters_dir: Path, backends: list[str]) -> None:
     from harness.compare.plan import find_adapters
     from harness.export.to_gguf import ensure_exported
     from harness.metrics.config import reference_for
-    from harness.metrics.fluency import reference_lm
+    from harness.backends.reference import reference_lm
     from harness.metrics.relevance import embedder
     from harness.models import resolve_gguf, resolve_hf
 

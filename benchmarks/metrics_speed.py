@@ -87,7 +87,7 @@ def main() -> int:
     total = time.perf_counter() - t
     load_after = os.getloadavg()[0]
 
-    from harness.metrics.fluency import reference_lm
+    from harness.backends.reference import reference_lm
     n_tokens = sum(len(reference_lm(reference)._tokens(x)[0]) - 1 for x in texts)
     result = {"n_reviews": len(texts), "reference_lm": reference, "total_s": total,
               "goal_s": GOAL_S, "within_goal": total < GOAL_S, "load_s": load_s,

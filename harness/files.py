@@ -107,3 +107,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --- stable order and split by hash: the same on every machine, whatever the input order ---
+
+def stable_fraction(key: str) -> float:
+    """A key's place in [0, 1], from its sha256: the same key always lands at the same place."""
+    return int(sha256_text(key)[:8], 16) / 0xFFFFFFFF
+
+
+def stable_order(items: Iterable, key: Callable[[Any], str]) -> list:
+    """The items sorted by the sha256 of key(item): a fixed, well-mixed order."""
+    return sorted(items, key=lambda item: sha256_text(str(key(item))))

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from _cli import run_cli
+from _export_models import make_adapter as make_random_adapter, write_training_json
 
 from harness.paths import ROOT
 
@@ -22,28 +23,12 @@ ALL_MODELS = {"smollm2-135m-instruct", "gemma3-270m", "llama2-7b-chat", "mistral
 
 
 def make_adapter(dest: Path, seed: int = 0) -> Path:
-    """A real PEFT LoRA adapter on SmolLM2 (not trained: lora_B set to small random values so
-    it changes outputs), with the training.json that compare uses to find adapters."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from harness.models import resolve_hf
-
-    pretrained, gguf = resolve_hf("smollm2-135m-instruct")
-    model = AutoModelForCausalLM.from_pretrained(pretrained, gguf_file=gguf, dtype=torch.float32)
-    torch.manual_seed(seed)  # lora_A is initialised from the global RNG: same adapter every run
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=[
-        "q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in peft_model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    peft_model.save_pretrained(dest)
-    (dest / "training.json").write_text(json.dumps(
-        {"base_model": "smollm2-135m-instruct", "task": "product_review", "method": "lora",
-         "note": "test adapter, not trained"}))
+    """A real PEFT LoRA adapter on SmolLM2 (not trained: seeded random lora_B, so it changes
+    outputs), with the training.json that compare uses to find adapters."""
+    make_random_adapter("smollm2-135m-instruct", dest, seed, r=4, alpha=8, scale=0.02,
+                        targets=["q_proj", "v_proj"])
+    write_training_json(dest, "smollm2-135m-instruct", task="product_review", method="lora",
+                        note="test adapter, not trained")
     return dest
 
 

@@ -15,6 +15,8 @@ from harness.backends.throughput import METER
 from harness.backends.decoding import GEN_KEY
 from harness.paths import SHARED_DATA
 
+from _export_models import make_adapter as make_random_adapter
+
 N_TOK = 32
 LOOP_PROMPT = "I love it. I love it. I love it. I love it."  # SmolLM2 repeats it greedily
 
@@ -197,18 +199,8 @@ def test_anti_loop_rule_in_a_left_padded_batch(lm, contexts):
 def make_adapter(base_model, dest, seed):
     """A real (untrained) PEFT LoRA adapter on a copy of SmolLM2: lora_B set to small seeded
     random values, large enough to change greedy outputs of real prompts."""
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(seed)  # lora_A is initialised from the global RNG
-    peft_model = get_peft_model(copy.deepcopy(base_model), LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in peft_model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    peft_model.save_pretrained(dest)
-    return str(dest)
+    return str(make_random_adapter(copy.deepcopy(base_model), dest, seed, r=4, alpha=8,
+                                   scale=0.1, targets=["q_proj", "v_proj"]))
 
 
 def test_set_adapter_matches_fresh_loads(lm, contexts, tmp_path):

@@ -17,12 +17,11 @@ The demo set is tiny and invented: it shows the loop working, not real model qua
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
 from ..data import demo_file
-from ..files import read_jsonl, write_jsonl
+from ..files import read_jsonl, stable_order, write_jsonl
 
 TASK = "product_review"
 DEMO_SPLIT_SIZES = {"test": 8, "validation": 4}   # the rest is train
@@ -35,8 +34,7 @@ def demo_splits(out: str | Path, task: str = TASK, sizes: dict = DEMO_SPLIT_SIZE
     """Write OUT/<task>/{train,validation,test}.jsonl from the demo set; returns OUT (a
     directory that `data=` accepts). Ordered by sha256(id), so the cut never depends on the
     file's line order."""
-    rows = sorted(read_jsonl(demo_file(task)),
-                  key=lambda r: hashlib.sha256(str(r["id"]).encode()).hexdigest())
+    rows = stable_order(read_jsonl(demo_file(task)), key=lambda r: r["id"])
     out = Path(out)
     start = 0
     for split in ("test", "validation"):

@@ -2,12 +2,11 @@
 that tells a task which JSONL file to read (prepared data, else the committed demo set)."""
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from ..errors import HarnessError
-from ..files import write_jsonl
+from ..files import stable_fraction, write_jsonl
 from ..paths import DATA_DIR, demo_file  # noqa: F401  (demo_file: the data a task reads by default)
 
 SPLITS = ("train", "validation", "test")
@@ -15,7 +14,7 @@ SPLITS = ("train", "validation", "test")
 
 def split_of(key: str, validation: float = 0.1, test: float = 0.1) -> str:
     """Deterministic split by a stable key (product id, user id): no key in two splits."""
-    bucket = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
+    bucket = stable_fraction(key)
     if bucket < test:
         return "test"
     if bucket < test + validation:

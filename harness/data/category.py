@@ -24,17 +24,16 @@ Record: {"id", "source", "product": {"title"}, "label", "label_space", "departme
 from __future__ import annotations
 
 import csv
-import hashlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import HarnessError
-from ..files import write_json, write_jsonl
+from ..files import stable_order, write_json, write_jsonl
 from .labels import LABELS_FILE, write_label_space
 from . import SPLITS
 from .product import clean_text
-from .review import Skips
+from .sources import Skips, open_raw
 
 SOURCE = "instacart"
 UNLABELLED = {"missing"}          # department / aisle names that mean "no label"
@@ -42,17 +41,9 @@ VALIDATION, TEST = 0.1, 0.1
 TASK_FIELD = {"product_department": "department", "product_aisle": "aisle"}
 
 
-def _hash(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
 def _rows(path: Path, header_first: str) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of a CSV with or without a header row."""
-    try:
-        f = open(path, encoding="utf-8", newline="")
-    except OSError as e:
-        raise HarnessError(f"{path}: cannot read ({e.strerror})") from e
-    with f:
+    with open_raw(path, newline="") as f:
         reader = csv.reader(f)
         try:
             for row in reader:
@@ -152,14 +143,12 @@ def stratified_split(records: list[dict], stratum: str, validation: float = VALI
         strata[r[stratum]].append(r)
     out: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for group in strata.values():
-        group.sort(key=lambda r: _hash(r["id"]))
+        group = stable_order(group, key=lambda r: r["id"])
         n_test, n_val = round(len(group) * test), round(len(group) * validation)
         out["test"] += group[:n_test]
         out["validation"] += group[n_test:n_test + n_val]
         out["train"] += group[n_test + n_val:]
-    for rows in out.values():
-        rows.sort(key=lambda r: _hash(r["id"]))
-    return out
+    return {split: stable_order(rows, key=lambda r: r["id"]) for split, rows in out.items()}
 
 
 def prepare_classification(task: str, raw_dir: Path, out: Path) -> dict:

@@ -10,7 +10,8 @@ from typing import Callable
 from ..errors import HarnessError
 from ..files import write_json
 from . import SPLITS, category, nextitem, split_of, write_splits
-from .review import Skips, discover, group_records, load_hub
+from .review import discover, group_records, load_hub
+from .sources import Skips
 
 
 def prepare_review(raw_dir: Path | None, out: Path, hub: str | None = None,

@@ -163,3 +163,45 @@ def test_the_stage_check_finds_a_planted_upward_import(tmp_path):
     assert upward_imports(graph) == ["harness.metrics.x (metrics) imports harness.tasks.records "
                                      "(tasks)"]
     assert list(dynamic) == ["harness.data.y"]
+
+
+# --- the README's layout table names every module, and only modules that exist ---------------
+
+def readme_layout_modules(readme: Path = HARNESS.parent / "README.md") -> set[str]:
+    """Paths named in the module column of README's "Pipeline and layout" table; a bare name
+    (`config.py`) is in the folder of the path before it in the same cell."""
+    import re
+
+    text = readme.read_text(encoding="utf-8")
+    section = text[text.index("## Pipeline and layout"):text.index("## Add a task")]
+    named: set[str] = set()
+    for line in section.splitlines():
+        cells = line.split("|")
+        if len(cells) < 4 or not line.startswith("|"):
+            continue
+        folder = None
+        for token in re.findall(r"`([^`]+)`", cells[2]):
+            if token.startswith("harness/"):
+                folder = token if token.endswith("/") else token.rsplit("/", 1)[0] + "/"
+                if not token.endswith("/"):
+                    named.add(token)
+            elif folder and re.fullmatch(r"[\w.]+\.(py|toml)", token):
+                named.add(folder + token)
+    return named
+
+
+def test_readme_layout_table_names_every_module_that_exists():
+    root = HARNESS.parent
+    named = readme_layout_modules()
+    missing = sorted(n for n in named if not (root / n).is_file())
+    assert missing == [], f"README names modules that do not exist: {missing}"
+    code = set()
+    for p in HARNESS.rglob("*"):
+        if p.suffix not in (".py", ".toml") or "__pycache__" in p.parts:
+            continue
+        body = ast.parse(p.read_text()).body if p.suffix == ".py" else [None]
+        docstring_only = p.name == "__init__.py" and all(
+            isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
+        if not docstring_only and p.name not in ("__main__.py",) and p != HARNESS / "__init__.py":
+            code.add(str(p.relative_to(root)))
+    assert sorted(code - named) == [], "modules missing from README's layout table"

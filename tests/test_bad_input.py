@@ -368,7 +368,7 @@ def test_consistent_flags_with_old_spellings_hidden(path, new, old):
 
 
 def test_list_options_take_repeats_and_commas_alike():
-    from harness.cli import split_list
+    from harness.cli.console import split_list
 
     assert split_list(["a,b", "c", " d , "]) == ["a", "b", "c", "d"] == split_list("a,b,c,d")
     for path, name in ((["compare"], "models"), (["compare"], "tasks"),

@@ -15,9 +15,9 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: setup test test-all demo bench clean-venv system-deps
 # After the venv: register tasks/ with the installed lm-eval (stock `lm_eval --tasks
-# product_review` then finds it; harness/lm_eval_tasks.py); cheap and idempotent, so every time.
+# product_review` then finds it; harness/evaluate/lm_eval_tasks.py); cheap and idempotent, so every time.
 setup: system-deps $(STAMP)
-	$(PY) -m harness.lm_eval_tasks
+	$(PY) -m harness.evaluate.lm_eval_tasks
 
 # Debian packages the tests need: Chromium and its driver (tests/test_report_browser.py opens
 # report.html in it). Installed only when missing, `apt-get update` first; root or sudo.

@@ -23,15 +23,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from harness.models import DEFAULT_MODEL, set_offline_defaults  # noqa: E402
+
+set_offline_defaults()
 
 from harness.backends.llama_cpp import LlamaCppLM, open_llama  # noqa: E402
 from harness.backends.throughput import METER  # noqa: E402
-from harness.io import write_json  # noqa: E402
+from harness.files import write_json  # noqa: E402
 from harness.models import resolve_gguf  # noqa: E402
 from harness.paths import RESULTS_DIR, SHARED_DATA  # noqa: E402
 from harness.prompts import review_prompt  # noqa: E402
-from harness.tasks_registry import read_records  # noqa: E402
+from harness.tasks.records import read_records  # noqa: E402
 
 
 def raw_request(llm, prompt: str, max_tokens: int) -> tuple[int, float, float]:
@@ -51,7 +53,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--out", default=str(RESULTS_DIR / "bench" / "backends.json"))
     args = ap.parse_args()
 

@@ -31,11 +31,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-for _k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
-    os.environ.setdefault(_k, "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from harness.models import set_offline_defaults  # noqa: E402
 
-from harness.io import write_json  # noqa: E402
+set_offline_defaults()
+
+from harness.files import write_json  # noqa: E402
 from harness.paths import ADAPTERS_DIR, DATA_DIR, RESULTS_DIR  # noqa: E402
 
 TASK = "product_review"
@@ -44,34 +44,21 @@ GOAL = 3.0
 
 
 def random_adapter(model: str, dest: Path, seed: int = 0) -> Path:
-    """A real PEFT LoRA adapter on `model`, not trained: lora_B set to small seeded random
-    values so that it changes outputs; with the training.json compare reads."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    """A real PEFT LoRA adapter on `model`, not trained: the tests' seeded random adapter
+    (tests/_export_models.make_adapter), with the training.json compare reads."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from _export_models import make_adapter, write_training_json
 
-    from harness.models import resolve_hf
-
-    pretrained, gguf = resolve_hf(model)
-    base = AutoModelForCausalLM.from_pretrained(pretrained, gguf_file=gguf, dtype=torch.float32)
-    torch.manual_seed(seed)
-    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM",
-                                                 target_modules=["q_proj", "v_proj"]))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in peft_model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    peft_model.save_pretrained(dest)
-    (dest / "training.json").write_text(json.dumps(
-        {"base_model": model, "task": TASK, "method": "lora",
-         "note": f"benchmarks/compare_speed.py: seeded random adapter (seed {seed}), not trained"}))
+    make_adapter(model, dest, seed, r=4, alpha=8, scale=0.02, targets=["q_proj", "v_proj"])
+    write_training_json(dest, model, task=TASK, method="lora",
+                        note=f"benchmarks/compare_speed.py: seeded random adapter (seed {seed}), "
+                             f"not trained")
     return dest
 
 
 def pick_adapters(models: list[str], source: Path, dest: Path, log) -> dict:
     """One adapter per model, linked into `dest` (the run's adapters_dir)."""
-    from harness.compare import find_adapters
+    from harness.compare.plan import find_adapters
 
     chosen = {}
     for m in models:
@@ -90,9 +77,10 @@ def pick_adapters(models: list[str], source: Path, dest: Path, log) -> dict:
 
 def warm_up(models: list[str], adapters_dir: Path, backends: list[str]) -> None:
     """One-time costs both runs would otherwise pay unequally."""
-    from harness.compare import exported_gguf, find_adapters
+    from harness.compare.plan import find_adapters
+    from harness.export.to_gguf import ensure_exported
     from harness.metrics.config import reference_for
-    from harness.metrics.fluency import reference_lm
+    from harness.backends.reference import reference_lm
     from harness.metrics.relevance import embedder
     from harness.models import resolve_gguf, resolve_hf
 
@@ -105,7 +93,7 @@ def warm_up(models: list[str], adapters_dir: Path, backends: list[str]) -> None:
             AutoModelForCausalLM._model_mapping[type(AutoConfig.from_pretrained(
                 pretrained, gguf_file=gguf))]
         if "llama-cpp" in backends:
-            files += [exported_gguf(str(a), "gguf-lora") for a in find_adapters(m, TASK,
+            files += [ensure_exported(str(a), "gguf-lora") for a in find_adapters(m, TASK,
                                                                                 adapters_dir)]
         reference_lm(reference_for(m))
     embedder()
@@ -149,7 +137,8 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.compare import CompareConfig, batch_sizes, compare
+    from harness.compare.plan import CompareConfig, batch_sizes
+    from harness.compare.run import compare
     from harness.metrics import relevance
 
     console = Console()

@@ -23,7 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-NAME = "smollm2-135m-instruct"
+from harness.models import DEFAULT_MODEL  # noqa: E402
+
+NAME = DEFAULT_MODEL
 FORMATS = ("q4_k_m", "q8_0", "f16", "transformers-fp32")
 
 
@@ -40,7 +42,7 @@ def peak_rss_mb() -> float:
 def run_gguf(path: str, prompts: list[str], max_tokens: int, threads: int) -> dict:
     from harness.backends.llama_cpp import LlamaCppLM
     from harness.backends.throughput import METER
-    from harness.generate import review_context
+    from harness.export.generate import review_context
 
     t0 = time.perf_counter()
     lm = LlamaCppLM(model=path, n_threads=threads, max_gen_toks=max_tokens)
@@ -59,7 +61,7 @@ def run_transformers(token_ids: list[list[int]], eog: list[int], max_tokens: int
 
     from harness.backends.hf import _FirstTokenClock
     from harness.backends.throughput import METER
-    from harness.export import load_model, read_adapter, resolve_base
+    from harness.export.to_gguf import load_model, read_adapter, resolve_base
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -86,7 +88,7 @@ def run_transformers(token_ids: list[list[int]], eog: list[int], max_tokens: int
 def prompt_tokens(gguf: Path, prompts: list[str]) -> dict:
     """Chat-formatted prompts as llama.cpp tokens, for the transformers run."""
     from harness.backends.llama_cpp import LlamaCppLM
-    from harness.generate import review_context
+    from harness.export.generate import review_context
 
     lm = LlamaCppLM(model=str(gguf), n_threads=1)
     return {"tokens": [lm.prompt_tokens(review_context(lm, p)) for p in prompts],
@@ -94,7 +96,7 @@ def prompt_tokens(gguf: Path, prompts: list[str]) -> dict:
 
 
 def child(args) -> None:
-    from harness.export import review_prompts
+    from harness.export.to_gguf import review_prompts
 
     if args.one == "transformers-fp32":
         toks = json.loads(Path(args.tokens).read_text())
@@ -107,7 +109,7 @@ def child(args) -> None:
 
 
 def export_ggufs(folder: Path, adapter: str | None) -> dict[str, Path]:
-    from harness.export import export
+    from harness.export.to_gguf import export
 
     quants = ["f16", "q8_0", "q4_k_m"]
     if adapter:
@@ -129,14 +131,15 @@ def main() -> None:
     ap.add_argument("--gguf", help=argparse.SUPPRESS)
     ap.add_argument("--tokens", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    from harness.models import OFFLINE_ENV
+    os.environ.update(OFFLINE_ENV)   # each format's child process inherits it
     if args.one:
         return child(args)
 
     from rich.console import Console
     from rich.table import Table
 
-    from harness.io import write_json
+    from harness.files import write_json
 
     console = Console()
     results = {}
@@ -144,7 +147,7 @@ def main() -> None:
         t0 = time.perf_counter()
         files = export_ggufs(Path(tmp), args.adapter)
         export_s = time.perf_counter() - t0
-        from harness.export import review_prompts
+        from harness.export.to_gguf import review_prompts
         tokens = Path(tmp) / "tokens.json"
         tokens.write_text(json.dumps(prompt_tokens(files["q4_k_m"],
                                                    review_prompts(args.prompts, args.data))))

@@ -1,7 +1,7 @@
 """The grounded-tuning recipe, step by step, on the real data: what curation, loss masking and
 anti-loop decoding each change against the base model.
 
-  1. curate    `harness data curate` of the train split (harness.data.curate defaults)
+  1. curate    `harness data curate` of the train split (harness.train.curate defaults)
   2. train     two SmolLM2 LoRA adapters on the curated split, the same settings but:
                  (a) curation alone          mask_unsupported=False
                  (b) curation + masking      mask_unsupported=True (the default)
@@ -9,7 +9,7 @@ anti-loop decoding each change against the base model.
                the test split, greedy:
                  anti-loop off (no_repeat_ngram_generated=0): base, (a), (b)
                  anti-loop on  (no_repeat_ngram_generated=N): base, (b)
-  4. table     tuned - base per step, paired bootstrap 95% CIs (harness.report.comparisons)
+  4. table     tuned - base per step, paired bootstrap 95% CIs (harness.compare.stats.comparisons)
                on the same test products, against the base model with anti-loop off:
                unsupported claims per review, loop rate (degenerate_loop), ROUGE-L,
                relevance to the reference review, attribute coverage; plus "anti-loop alone"
@@ -35,11 +35,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-for _k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
-    os.environ.setdefault(_k, "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from harness.models import DEFAULT_MODEL, set_offline_defaults  # noqa: E402
 
-from harness.io import HarnessError, read_json, sha256_file, write_json  # noqa: E402
+set_offline_defaults()
+
+from harness.errors import HarnessError  # noqa: E402
+from harness.files import read_json, sha256_file, write_json
 from harness.paths import DATA_DIR, RESULTS_DIR, TASKS_DIR  # noqa: E402
 
 TASK = "product_review"
@@ -63,7 +64,8 @@ def log(msg: str) -> None:
 
 def train_arm(a, data: Path, dest: Path, mask: bool) -> dict:
     """Train one adapter, or reuse it when its training.json has these settings and data."""
-    from harness.train import latest_checkpoint, train
+    from harness.train.config import latest_checkpoint
+    from harness.train.recipe import train
 
     settings = dict(epochs=a.epochs, max_steps=a.max_steps, mask_unsupported=mask,
                     seed=a.seed)
@@ -93,8 +95,10 @@ def link_adapters(dest: Path, adapters: list[Path]) -> Path:
 
 
 def run_compare(a, data: Path, out: Path, adapters_dir: Path, anti_loop: int) -> list[dict]:
-    from harness.compare import CompareConfig, compare
-    from harness.report import load_run, render
+    from harness.compare.plan import CompareConfig
+    from harness.compare.run import compare
+    from harness.compare.summary import load_run
+    from harness.compare.render import render
 
     cfg = CompareConfig(models=a.model, tasks=[TASK], backends=["llama-cpp"], limit=a.limit,
                         data=str(data), output=str(out), resume=True, merged_quant=None,
@@ -120,8 +124,8 @@ def pick(cells: list[dict], variant: str, adapter: str | None = None) -> dict:
 
 
 def step_rows(step: str, base: dict, other: dict) -> list[dict]:
-    """other - base for METRICS, paired over the same documents (harness.report.comparisons)."""
-    from harness.report import comparisons
+    """other - base for METRICS, paired over the same documents (harness.compare.stats.comparisons)."""
+    from harness.compare.stats import comparisons
 
     tuned = dict(other, variant=step)   # a cell compared with `base`, whatever it is
     comps = comparisons([base, tuned])
@@ -149,7 +153,7 @@ def main() -> None:
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--data", default=str(DATA_DIR), help="prepared data directory "
                     "(`harness data prepare`), or 'demo' for a smoke run on the demo set")
-    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--epochs", type=float, default=2.0, help="passes over the curated train "
                     "split (~390 reviews: 2 epochs ~ the 121 steps of the README's adapter)")
     ap.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides "
@@ -169,7 +173,7 @@ def main() -> None:
     ap.add_argument("--quiet", dest="progress", action="store_false")
     a = ap.parse_args()
 
-    from harness.data.curate import curate
+    from harness.train.curate import curate
 
     t0 = time.perf_counter()
     out = a.output
@@ -178,7 +182,7 @@ def main() -> None:
     if anti_loop < 1:
         raise SystemExit("--anti-loop must be >= 1 (the 'on' runs)")
     if a.data == "demo":
-        from harness.demo import demo_splits
+        from harness.compare.demo import demo_splits
         prepared = demo_splits(out / "demo-data")
     else:
         prepared = Path(a.data)

@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-for _k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
-    os.environ.setdefault(_k, "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from harness.models import set_offline_defaults  # noqa: E402
 
-from harness.io import write_json  # noqa: E402
+set_offline_defaults()
+
+from harness.files import write_json  # noqa: E402
 from harness.paths import RESULTS_DIR, SHARED_DATA  # noqa: E402
 
 GOAL_S = 120.0
@@ -50,7 +50,7 @@ def main() -> int:
     from harness.metrics import SCORERS, score_reviews
     from harness.metrics.catalogue import register_catalogue
     from harness.metrics.config import ScoringConfig, reference_for
-    from harness.tasks_registry import read_records
+    from harness.tasks.records import read_records
 
     console = Console()
     if not (args.raw_dir / "amazon_in" / "amazon.csv").exists():
@@ -87,7 +87,7 @@ def main() -> int:
     total = time.perf_counter() - t
     load_after = os.getloadavg()[0]
 
-    from harness.metrics.fluency import reference_lm
+    from harness.backends.reference import reference_lm
     n_tokens = sum(len(reference_lm(reference)._tokens(x)[0]) - 1 for x in texts)
     result = {"n_reviews": len(texts), "reference_lm": reference, "total_s": total,
               "goal_s": GOAL_S, "within_goal": total < GOAL_S, "load_s": load_s,

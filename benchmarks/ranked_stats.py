@@ -10,13 +10,14 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from harness.report import load_run
+from harness.compare.summary import load_run
+from harness.models import DEFAULT_MODEL
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("run", type=Path)
-    ap.add_argument("--tokenizer", default="smollm2-135m-instruct",
+    ap.add_argument("--tokenizer", default=DEFAULT_MODEL,
                     help="registry model whose tokenizer counts the tokens")
     args = ap.parse_args()
     from transformers import AutoTokenizer

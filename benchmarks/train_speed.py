@@ -34,10 +34,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from harness.models import DEFAULT_MODEL, set_offline_defaults  # noqa: E402
 
-from harness.io import write_json, write_jsonl  # noqa: E402
+set_offline_defaults()
+
+from harness.files import write_json, write_jsonl  # noqa: E402
 from harness.paths import RESULTS_DIR  # noqa: E402
 
 
@@ -48,7 +49,7 @@ def peak_rss_mb() -> float:
 # --- the arms (each runs in a child process) -----------------------------------------------
 
 def arm_ours(a, data_dir: Path, work: Path) -> dict:
-    from harness.train import train
+    from harness.train.recipe import train
 
     rec = train(model=a.model, task="product_review", data=str(data_dir), epochs=1,
                 batch_size=a.batch_size, grad_accum=a.grad_accum, lr=a.lr,
@@ -71,8 +72,9 @@ def arm_baseline(a, data_dir: Path, work: Path) -> dict:
                               TrainingArguments)
 
     from harness.models import resolve_hf
-    from harness.tasks_registry import read_records
-    from harness.train import gguf_kwargs, load_tokenizer, tokenize_examples, unmark_gguf
+    from harness.tasks.records import read_records
+    from harness.train.engines import gguf_kwargs, load_tokenizer, unmark_gguf
+    from harness.train.examples import tokenize_examples
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -140,7 +142,7 @@ def make_data(work: Path, k: int) -> dict:
     """The first k train records (prepared data when present, else the demo set) in a temp
     directory; nothing derived from the data is written into the repository."""
     from harness.data import resolve_data_file
-    from harness.tasks_registry import read_records
+    from harness.tasks.records import read_records
 
     src = resolve_data_file("product_review", "train")
     rows = read_records("product_review", "train")
@@ -154,7 +156,7 @@ def make_data(work: Path, k: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--examples", type=int, default=48, help="train examples (one epoch)")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--grad-accum", type=int, default=2)

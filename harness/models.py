@@ -13,11 +13,19 @@ from importlib import import_module
 from importlib.util import find_spec
 from pathlib import Path
 
-from .io import HarnessError
+from .errors import HarnessError
 from .paths import CACHE_DIR
 
 REGISTRY_FILE = Path(__file__).with_name("models.toml")
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# Offline by default: nothing is fetched from a model or dataset hub (an explicit setting wins).
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
+               "TOKENIZERS_PARALLELISM": "false"}
+
+
+def set_offline_defaults() -> None:
+    for k, v in OFFLINE_ENV.items():
+        os.environ.setdefault(k, v)
 
 
 class ModelUnavailable(HarnessError):
@@ -96,7 +104,7 @@ def resolve_gguf(name_or_path: str) -> Path:
         mod = import_module(module)
         target = CACHE_DIR / "models" / mod.MODEL_NAME
         if not target.exists():
-            from .io import atomic_path
+            from .files import atomic_path
             with atomic_path(target) as tmp:   # never leave a half-assembled file behind
                 mod.assemble(tmp, overwrite=True)
         return target

@@ -51,15 +51,26 @@ def tiny_model(kind: str, out: Path, tokenizer_dir: Path, seed: int = 0) -> Path
 
 
 def make_adapter(model, out: Path, seed: int = 0, r: int = 8, alpha: int = 16,
-                 scale: float = 0.05, merge: bool = False, **lora_kw):
-    """A PEFT LoRA on every projection of `model` with random non-zero lora_B, saved to `out`.
-    Returns `out`, or with merge=True (out, the merged model); without merge the caller gets
-    its base model back unchanged."""
+                 scale: float = 0.05, merge: bool = False, targets: list[str] | None = None,
+                 **lora_kw):
+    """The one seeded random LoRA adapter maker (tests and benchmarks/compare_speed.py): a
+    PEFT LoRA on `targets` (default every projection) of `model` (a transformers model, or a
+    registry name: loaded in float32) with seeded random non-zero lora_B, so that it really
+    changes the outputs; saved to `out`. Returns `out`, or with merge=True (out, the merged
+    model); without merge the caller gets its base model back unchanged."""
     import torch
     from peft import LoraConfig, get_peft_model
 
-    cfg = LoraConfig(r=r, lora_alpha=alpha, target_modules=LORA_TARGETS, lora_dropout=0.0,
-                     task_type="CAUSAL_LM", **lora_kw)
+    if isinstance(model, str):
+        from transformers import AutoModelForCausalLM
+
+        from harness.models import resolve_hf
+
+        pretrained, gguf = resolve_hf(model)
+        model = AutoModelForCausalLM.from_pretrained(pretrained, gguf_file=gguf,
+                                                     dtype=torch.float32)
+    cfg = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets or LORA_TARGETS,
+                     lora_dropout=0.0, task_type="CAUSAL_LM", **lora_kw)
     torch.manual_seed(seed)  # lora_A is initialised from the global RNG
     peft_model = get_peft_model(model, cfg)
     gen = torch.Generator().manual_seed(seed)
@@ -74,5 +85,6 @@ def make_adapter(model, out: Path, seed: int = 0, r: int = 8, alpha: int = 16,
     return out
 
 
-def write_training_json(adapter_dir: Path, base_model: str) -> None:
-    (adapter_dir / "training.json").write_text(json.dumps({"base_model": base_model}))
+def write_training_json(adapter_dir: Path, base_model: str, **fields) -> None:
+    """The training.json `harness compare` finds adapters by (base_model, task)."""
+    (adapter_dir / "training.json").write_text(json.dumps({"base_model": base_model, **fields}))

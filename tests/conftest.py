@@ -7,11 +7,10 @@ import socket
 
 import pytest
 
+from harness.models import set_offline_defaults
 from harness.paths import SHARED_DATA
 
-for _k, _v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false"}.items():
-    os.environ.setdefault(_k, _v)
+set_offline_defaults()
 
 
 @pytest.fixture(scope="session")

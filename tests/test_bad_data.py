@@ -11,8 +11,9 @@ import os
 import pytest
 
 from harness.data.product import clean_text, split_category
-from harness.data.review import Skips, amazon_meta_row, amazon_review_row
-from harness.io import HarnessError
+from harness.data.review import amazon_meta_row, amazon_review_row
+from harness.data.sources import Skips
+from harness.errors import HarnessError
 
 from _cli import run_cli
 

@@ -11,12 +11,13 @@ import os
 
 import pytest
 
-from harness.io import HarnessError
-from harness.schema import validate_product, validate_record
+from harness.models import OFFLINE_ENV
+from harness.errors import HarnessError
+from harness.data.schema import validate_product, validate_record
 
 from _cli import run_cli
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", **OFFLINE_ENV}
 
 
 def one_error_line(res, *needles):
@@ -67,7 +68,7 @@ def test_safe_coercions():
 
 
 def test_demo_records_pass_unchanged():
-    from harness.io import read_jsonl
+    from harness.files import read_jsonl
     from harness.paths import TASKS_DIR
 
     for rec in read_jsonl(TASKS_DIR / "product_review" / "demo.jsonl"):
@@ -75,7 +76,7 @@ def test_demo_records_pass_unchanged():
 
 
 def test_task_loading_names_file_line_and_field(tmp_path):
-    from harness.tasks_registry import read_records
+    from harness.tasks.records import read_records
 
     good = json.loads((__import__("harness.paths").paths.TASKS_DIR / "product_review" /
                        "demo.jsonl").read_text().splitlines()[0])
@@ -96,14 +97,14 @@ def test_generate_rejects_badly_typed_products_before_loading_a_model(tmp_path):
 
 
 def test_generate_record_whose_product_is_not_an_object_names_it(tmp_path):
-    from harness.generate import parse_products
+    from harness.export.generate import parse_products
 
     with pytest.raises(HarnessError, match=r'p.json\[1\]: .*got "product" integer'):
         parse_products(json.dumps([{"title": "A"}, {"product": 5}]), "p.json")
 
 
 def test_generate_string_fields_are_not_split_into_characters():
-    from harness.generate import parse_products
+    from harness.export.generate import parse_products
     from harness.prompts import review_prompt
 
     [(_, p)] = parse_products(json.dumps({"title": "Pan", "features": "Non-stick",
@@ -115,12 +116,12 @@ def test_generate_string_fields_are_not_split_into_characters():
 
 @pytest.fixture(scope="module")
 def smol_lm():
-    from harness.generate import open_model
+    from harness.export.generate import open_model
     return open_model("smollm2-135m-instruct", n_ctx=512, n_threads=1)
 
 
 def test_long_prompt_is_trimmed_never_cut_from_the_front(smol_lm):
-    from harness.generate import generate_reviews, review_context
+    from harness.export.generate import generate_reviews, review_context
     from harness.prompts import REVIEW_INSTRUCTION, fit_review_prompt
 
     product = {"title": "Steel Water Bottle 1 L",
@@ -138,7 +139,7 @@ def test_long_prompt_is_trimmed_never_cut_from_the_front(smol_lm):
 
 
 def test_title_too_long_for_the_context_is_an_error(smol_lm):
-    from harness.generate import generate_reviews
+    from harness.export.generate import generate_reviews
 
     with pytest.raises(HarnessError, match="product big: the prompt does not fit"):
         list(generate_reviews("m", [("big", {"title": "Kettle " * 2000})], max_tokens=4,
@@ -149,7 +150,7 @@ def test_llama_cpp_backend_trims_the_product_not_the_template(smol_lm):
     """The lm-eval path (harness eval / compare) fits an over-long product prompt the same
     way: the chat template and the instruction stay, product fields go; other contexts keep
     their end."""
-    from harness.generate import review_context
+    from harness.export.generate import review_context
     from harness.prompts import REVIEW_INSTRUCTION, review_prompt
 
     product = {"title": "Steel Water Bottle 1 L", "brand": "Acme",
@@ -367,7 +368,7 @@ def test_consistent_flags_with_old_spellings_hidden(path, new, old):
 
 
 def test_list_options_take_repeats_and_commas_alike():
-    from harness.cli import split_list
+    from harness.cli.console import split_list
 
     assert split_list(["a,b", "c", " d , "]) == ["a", "b", "c", "d"] == split_list("a,b,c,d")
     for path, name in ((["compare"], "models"), (["compare"], "tasks"),
@@ -396,7 +397,7 @@ def test_out_of_range_settings_are_one_line_not_a_silent_run(tmp_path, args, nee
 
 
 def test_generate_output_is_untouched_until_a_review_is_done(tmp_path):
-    from harness.generate import ReviewLog
+    from harness.export.generate import ReviewLog
 
     out = tmp_path / "reviews.jsonl"
     out.write_text('{"id": "a", "review": "old", "settings": {"model": "m"}}\n{"id": "b", "re')

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from _cli import run_cli
+from _export_models import make_adapter as make_random_adapter, write_training_json
 
 from harness.paths import ROOT
 
@@ -22,28 +23,12 @@ ALL_MODELS = {"smollm2-135m-instruct", "gemma3-270m", "llama2-7b-chat", "mistral
 
 
 def make_adapter(dest: Path, seed: int = 0) -> Path:
-    """A real PEFT LoRA adapter on SmolLM2 (not trained: lora_B set to small random values so
-    it changes outputs), with the training.json that compare uses to find adapters."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from harness.models import resolve_hf
-
-    pretrained, gguf = resolve_hf("smollm2-135m-instruct")
-    model = AutoModelForCausalLM.from_pretrained(pretrained, gguf_file=gguf, dtype=torch.float32)
-    torch.manual_seed(seed)  # lora_A is initialised from the global RNG: same adapter every run
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=[
-        "q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in peft_model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    peft_model.save_pretrained(dest)
-    (dest / "training.json").write_text(json.dumps(
-        {"base_model": "smollm2-135m-instruct", "task": "product_review", "method": "lora",
-         "note": "test adapter, not trained"}))
+    """A real PEFT LoRA adapter on SmolLM2 (not trained: seeded random lora_B, so it changes
+    outputs), with the training.json that compare uses to find adapters."""
+    make_random_adapter("smollm2-135m-instruct", dest, seed, r=4, alpha=8, scale=0.02,
+                        targets=["q_proj", "v_proj"])
+    write_training_json(dest, "smollm2-135m-instruct", task="product_review", method="lora",
+                        note="test adapter, not trained")
     return dest
 
 
@@ -132,7 +117,7 @@ def test_compare_resume_reuses_finished_cells(tmp_path, env):
 def test_per_sample_output_of_a_ranked_document_names_the_choices():
     """Multiple-choice / ranking samples (lm-eval's loglikelihood layout) show the top choice
     and the gold one's rank, not a bare loglikelihood; generated text stays as it is."""
-    from harness.report import _resp
+    from harness.compare.stats import _resp
 
     ctx = "Which department?\nProduct: Golden Monkey\nDepartment:"
     sample = {"arguments": [[ctx, " alcohol"], [ctx, " snacks"], [ctx, " beverages"]],
@@ -145,8 +130,8 @@ def test_per_sample_output_of_a_ranked_document_names_the_choices():
 
 
 def test_merged_quant_option_plans_one_cell_per_export_and_rejects_unknown_ones(tmp_path):
-    from harness.compare import plan
-    from harness.io import HarnessError
+    from harness.compare.plan import plan
+    from harness.errors import HarnessError
 
     adapter = tmp_path / "ad"
     adapter.mkdir()
@@ -169,7 +154,7 @@ def test_merged_quant_option_plans_one_cell_per_export_and_rejects_unknown_ones(
 
 def test_cell_key_depends_on_gen_kwargs():
     """Cells run with other decoding settings (e.g. anti-loop off) never reuse cached cells."""
-    from harness.compare import Cell, cell_key
+    from harness.compare.plan import Cell, cell_key
 
     c = Cell("smollm2-135m-instruct", "base", "llama-cpp", "product_review")
     plain = cell_key(c, "abc", 5)
@@ -181,7 +166,7 @@ def test_cell_key_depends_on_gen_kwargs():
 def test_cell_key_depends_on_batch_size():
     """Batched greedy texts can part from one-at-a-time ones at near-ties, so a run with another
     generation batch never reuses cached cells; a batch_size in model_args is the one used."""
-    from harness.compare import DEFAULT_BATCH_SIZE, Cell, cell_batch, cell_key
+    from harness.compare.plan import DEFAULT_BATCH_SIZE, Cell, cell_batch, cell_key
 
     c = Cell("smollm2-135m-instruct", "base", "llama-cpp", "product_review")
     assert cell_key(c, "abc", 5, None, 1) == cell_key(c, "abc", 5)

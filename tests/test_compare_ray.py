@@ -268,9 +268,10 @@ def test_local_ray_instance_runs_a_cell_on_loopback(tmp_path, env):
 def test_task_resources_and_executor_options():
     """Resources per backend (--threads asks llama.cpp cells for that many CPUs; --ray-resources
     over both), and the bad spellings as one HarnessError each, before anything runs."""
-    from harness.compare import CompareConfig
-    from harness.executors import EXECUTORS, check_executor, parse_ray_resources, ray_resources
-    from harness.io import HarnessError
+    from harness.compare.plan import CompareConfig
+    from harness.compare.executors import (EXECUTORS, check_executor, parse_ray_resources,
+                                           ray_resources)
+    from harness.errors import HarnessError
 
     assert set(EXECUTORS) == {"in-process", "ray"}
     cfg = CompareConfig(n_threads=2, ray_resources=parse_ray_resources(

@@ -11,8 +11,9 @@ import pytest
 
 from test_compare import make_adapter
 
-from harness.compare import CompareConfig, compare, lm_key, plan, run_order
-from harness.report import render
+from harness.compare.plan import CompareConfig, lm_key, plan, run_order
+from harness.compare.run import compare
+from harness.compare.render import render
 
 MODEL = "smollm2-135m-instruct"
 
@@ -106,8 +107,8 @@ def test_cells_of_one_loaded_model_run_together(tmp_path):
 
 
 def test_batch_size_option_parses_per_backend_and_rejects_bad_values():
-    from harness.compare import DEFAULT_BATCH_SIZE, batch_sizes
-    from harness.io import HarnessError
+    from harness.compare.plan import DEFAULT_BATCH_SIZE, batch_sizes
+    from harness.errors import HarnessError
 
     assert batch_sizes(None) == DEFAULT_BATCH_SIZE
     assert batch_sizes("1") == {"llama-cpp": 1, "hf": 1, "vllm": 1}

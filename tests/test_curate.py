@@ -8,8 +8,9 @@ import os
 import pytest
 from _cli import run_cli
 
-from harness.data.curate import REASONS, CurateConfig, curate, curate_records
-from harness.io import HarnessError, read_jsonl
+from harness.train.curate import REASONS, CurateConfig, curate, curate_records
+from harness.errors import HarnessError
+from harness.files import read_jsonl
 from harness.metrics.hallucination import check_claims
 from harness.metrics.text import tokens
 
@@ -99,7 +100,7 @@ def test_a_product_with_no_review_left_is_counted(prepared_dir):
 
 
 def test_too_few_examples_is_one_error_line(tmp_path):
-    from harness.demo import demo_splits
+    from harness.compare.demo import demo_splits
 
     data = demo_splits(tmp_path / "demo")
     with pytest.raises(HarnessError, match=r"train\.jsonl: curation kept 12 of 12 reviews, "
@@ -117,7 +118,7 @@ def test_too_few_examples_is_one_error_line(tmp_path):
 
 def test_demo_train_split_survives_curation_whole(tmp_path):
     """`make demo` trains on the curated demo split: curation must keep all 12 products."""
-    from harness.demo import demo_splits
+    from harness.compare.demo import demo_splits
 
     data = demo_splits(tmp_path / "demo")
     r = run_cli(["data", "curate", "--data", str(data), "--out", str(tmp_path / "cur")],

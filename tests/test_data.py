@@ -11,7 +11,8 @@ import pytest
 from harness.data import SPLITS, resolve_data_file, split_of
 from harness.data.prepare import prepare
 from harness.data.product import make_product, parse_price
-from harness.io import HarnessError, read_jsonl
+from harness.errors import HarnessError
+from harness.files import read_jsonl
 from harness.paths import ROOT, TASKS_DIR
 
 AMAZON_IN_HEADER = ("product_id,product_name,category,discounted_price,actual_price,"

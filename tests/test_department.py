@@ -12,11 +12,12 @@ import pytest
 
 from harness.data import SPLITS
 from harness.data.prepare import prepare
-from harness.io import HarnessError, read_jsonl, write_jsonl
-from harness.labels import load_label_space
+from harness.errors import HarnessError
+from harness.files import read_jsonl, write_jsonl
+from harness.data.labels import load_label_space
 from harness.metrics.classify import macro_f1, parse_choice
 from harness.paths import TASKS_DIR
-from harness.prompts import build_example
+from harness.tasks import build_example
 
 TASKS = ("product_department", "product_aisle")
 
@@ -144,7 +145,7 @@ def test_edited_label_file_is_refused(tmp_path):
 
 
 def test_records_outside_the_label_space_are_left_out(tmp_path, caplog):
-    from harness.task_hooks import load_classification
+    from harness.tasks.category import load_classification
 
     demo = list(read_jsonl(TASKS_DIR / "product_department" / "demo.jsonl"))
     bad = [dict(demo[0], label="toys"), dict(demo[1], product={"title": " "})]
@@ -176,7 +177,7 @@ def test_parse_choice_and_macro_f1():
 
 
 def test_baselines_on_demo():
-    from harness.baselines import baseline_scores
+    from harness.tasks.baselines import baseline_scores
 
     scores = baseline_scores("product_aisle_gen", "demo")
     rows = list(read_jsonl(TASKS_DIR / "product_aisle" / "demo.jsonl"))
@@ -187,7 +188,7 @@ def test_baselines_on_demo():
 
 @pytest.mark.slow
 def test_tfidf_baseline_on_real_split(prepared_instacart):
-    from harness.baselines import run_baselines
+    from harness.tasks.baselines import run_baselines
 
     out, _, _ = prepared_instacart
     rep = run_baselines("product_department", str(out))
@@ -197,7 +198,7 @@ def test_tfidf_baseline_on_real_split(prepared_instacart):
 
 def test_lm_eval_multiple_choice_and_generate_on_llama_cpp(tmp_path):
     """Real SmolLM2 through llama.cpp: 9 loglikelihoods per doc, metrics in range."""
-    from harness.evaluate import evaluate
+    from harness.evaluate.runner import evaluate
 
     res = evaluate("llama-cpp", "model=smollm2-135m-instruct",
                    ["product_department", "product_department_gen"], limit=2,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.evaluate import run_cli
-from harness.models import resolve_hf
+from harness.evaluate.runner import run_cli
+from harness.models import OFFLINE_ENV, resolve_hf
 from harness.paths import ROOT, TASKS_DIR
 
 THROUGHPUT_KEYS = {"prompt_tokens_per_second", "generation_tokens_per_second",
@@ -48,7 +48,7 @@ def test_stock_lm_eval_hf_backend_runs_our_task(tmp_path):
     """Plain `lm_eval --include_path tasks --model hf` on the bundled GGUF (dequantized)."""
     pretrained, gguf = resolve_hf("smollm2-135m-instruct")
     out = tmp_path / "hf"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = {**os.environ, **OFFLINE_ENV}
     cmd = [str(Path(sys.executable).parent / "lm_eval"), "--include_path", str(TASKS_DIR),
            "--tasks", "product_review", "--model", "hf",
            "--model_args", f"pretrained={pretrained},gguf_file={gguf},dtype=float32",
@@ -93,7 +93,7 @@ def test_tiny_random_7b_architectures_through_hf_backend(family, tmp_path):
     model_dir = tmp_path / family
     cls(cfg).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
-    from harness.evaluate import evaluate
+    from harness.evaluate.runner import evaluate
     res = evaluate("hf", f"pretrained={model_dir}", ["product_review"], limit=2,
                    metadata={"data": "demo"}, gen_kwargs="max_gen_toks=8",
                    output_path=tmp_path / "out")
@@ -109,7 +109,7 @@ def test_backends_agree_on_greedy_outputs(prepared_dir, tmp_path):
     from harness.backends.hf import TimedHFLM
     from harness.backends.llama_cpp import LlamaCppLM
     from harness.prompts import review_prompt
-    from harness.tasks_registry import read_records
+    from harness.tasks.records import read_records
 
     recs = read_records("product_review", "test", prepared_dir)[:6]
     lc = LlamaCppLM(model="smollm2-135m-instruct", n_ctx=1024)

@@ -8,12 +8,12 @@ import json
 import pytest
 
 from _export_models import make_adapter, smollm_tokenizer, tiny_model, write_training_json
-from harness.export import (Candidate, export, lora_pairs, read_adapter, review_prompts,
-                            verify)
-from harness.gguf_io import (arch_of, from_gguf_layout, hf_tensor_shapes, read_gguf,
-                             read_lora_gguf, read_model_gguf, scan_gguf, write_lora_gguf,
-                             write_model_gguf)
-from harness.io import HarnessError
+from harness.export.to_gguf import (Candidate, export, lora_pairs, read_adapter, review_prompts,
+                                    verify)
+from harness.backends.gguf_reader import read_gguf, scan_gguf
+from harness.export.gguf_file import (arch_of, from_gguf_layout, hf_tensor_shapes, read_lora_gguf,
+                                      read_model_gguf, write_lora_gguf, write_model_gguf)
+from harness.errors import HarnessError
 
 KINDS = ("llama", "mistral", "gemma3")
 VERIFY = dict(verify_prompts=3, verify_tokens=8, data="demo", threads=1)
@@ -167,7 +167,7 @@ def test_merged_export_through_peft_merge(tiny, tmp_path, no_network):
 # --- bad input -----------------------------------------------------------------------------
 def test_truncated_and_corrupt_gguf_are_clear_errors(base_export, tmp_path):
     from harness.backends.llama_cpp import open_llama
-    from harness.generate import open_model
+    from harness.export.generate import open_model
 
     good = base_export("llama").files["f16"]
     data = good.read_bytes()
@@ -236,7 +236,7 @@ def test_adapters_llama_cpp_cannot_carry(tiny, tmp_path):
 
 # --- products in (harness generate) ----------------------------------------------------------
 def test_parse_products_formats_and_errors():
-    from harness.generate import parse_products, review_stop, task_generation_kwargs
+    from harness.export.generate import parse_products, review_stop, task_generation_kwargs
 
     one = {"title": "Kettle", "brand": "K"}
     assert parse_products(json.dumps(one)) == [("0", one)]

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from _export_models import make_adapter, write_training_json
 from harness.cli import app
-from harness.export import Candidate, export, greedy_reviews, load_model, resolve_base
-from harness.export import review_prompts
+from harness.export.to_gguf import Candidate, export, greedy_reviews, load_model, resolve_base
+from harness.export.to_gguf import review_prompts
 from harness.models import resolve_gguf
 
 NAME = "smollm2-135m-instruct"
@@ -80,7 +80,7 @@ def test_export_itself_is_offline(smol, tmp_path, no_network):
 
 
 def _product_file(tmp_path, n=1):
-    from harness.tasks_registry import read_records
+    from harness.tasks.records import read_records
     rows = read_records("product_review", "test")[:n]
     p = tmp_path / ("products.jsonl" if n > 1 else "product.json")
     p.write_text("\n".join(json.dumps(r) for r in rows) if n > 1
@@ -107,7 +107,7 @@ def test_generate_offline_with_lora_and_q4_k_m(smol, tmp_path, no_network):
 
 
 def test_generate_batch_from_stdin_streams_the_same_text(smol, tmp_path):
-    from harness.generate import generate_reviews, parse_products
+    from harness.export.generate import generate_reviews, parse_products
 
     _, _, _, full = smol
     products = parse_products(_product_file(tmp_path, n=2).read_text())

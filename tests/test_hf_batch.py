@@ -12,8 +12,10 @@ import torch
 from lm_eval.api.instance import Instance
 
 from harness.backends.throughput import METER
-from harness.decoding import GEN_KEY
+from harness.backends.decoding import GEN_KEY
 from harness.paths import SHARED_DATA
+
+from _export_models import make_adapter as make_random_adapter
 
 N_TOK = 32
 LOOP_PROMPT = "I love it. I love it. I love it. I love it."  # SmolLM2 repeats it greedily
@@ -30,7 +32,7 @@ def contexts(request, lm):
     """16 real review prompts (prepared data when the raw data is here, else the demo set),
     through SmolLM2's chat template."""
     from harness.prompts import review_prompt
-    from harness.tasks_registry import read_records
+    from harness.tasks.records import read_records
 
     data = request.getfixturevalue("prepared_dir") \
         if (SHARED_DATA / "amazon_in" / "amazon.csv").exists() else "demo"
@@ -41,7 +43,7 @@ def contexts(request, lm):
 
 
 def generate(lm, contexts, batch_size, n_tok=N_TOK, **gen_kwargs):
-    from harness.generate import review_stop
+    from harness.export.generate import review_stop
 
     lm.batch_size_per_gpu = batch_size
     kw = {"until": review_stop(), "max_gen_toks": n_tok, "do_sample": False, **gen_kwargs}
@@ -105,7 +107,7 @@ def test_batched_generation_matches_batch_1(lm, contexts):
 
 @pytest.mark.slow
 def test_evaluate_passes_batch_size_to_hf_backend(tmp_path):
-    from harness.evaluate import evaluate
+    from harness.evaluate.runner import evaluate
 
     res = evaluate("hf", "model=smollm2-135m-instruct", ["product_review"], limit=4,
                    batch_size=4, metadata={"data": "demo"}, gen_kwargs="max_gen_toks=12")
@@ -189,7 +191,7 @@ def test_anti_loop_rule_in_a_left_padded_batch(lm, contexts):
     rows = generate_ids(lm, [LOOP_PROMPT, contexts[0]], 40, **{GEN_KEY: 4})
     assert rows[0] == alone
     assert all(repeated_ngrams(r) == 0 for r in rows)
-    from harness.io import HarnessError
+    from harness.errors import HarnessError
     with pytest.raises(HarnessError, match=GEN_KEY):
         generate_ids(lm, [LOOP_PROMPT], 4, **{GEN_KEY: -1})
 
@@ -197,18 +199,8 @@ def test_anti_loop_rule_in_a_left_padded_batch(lm, contexts):
 def make_adapter(base_model, dest, seed):
     """A real (untrained) PEFT LoRA adapter on a copy of SmolLM2: lora_B set to small seeded
     random values, large enough to change greedy outputs of real prompts."""
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(seed)  # lora_A is initialised from the global RNG
-    peft_model = get_peft_model(copy.deepcopy(base_model), LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in peft_model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    peft_model.save_pretrained(dest)
-    return str(dest)
+    return str(make_random_adapter(copy.deepcopy(base_model), dest, seed, r=4, alpha=8,
+                                   scale=0.1, targets=["q_proj", "v_proj"]))
 
 
 def test_set_adapter_matches_fresh_loads(lm, contexts, tmp_path):
@@ -218,7 +210,7 @@ def test_set_adapter_matches_fresh_loads(lm, contexts, tmp_path):
     from peft import PeftModel
 
     from harness.backends.hf import TimedHFLM
-    from harness.io import HarnessError
+    from harness.errors import HarnessError
 
     ctxs = contexts[:4]
     assert not isinstance(lm._model, PeftModel), "this test needs the bare base model"

@@ -1,10 +1,11 @@
-"""harness.io: atomic writes keep the mode a plain open() would give (umask), not mkstemp's 0600."""
+"""harness.files: atomic writes keep the mode a plain open() would give (umask), not mkstemp's 0600."""
 import os
 import stat
 
 import pytest
 
-from harness.io import HarnessError, write_json, write_text
+from harness.errors import HarnessError
+from harness.files import write_json, write_text
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])

@@ -13,11 +13,11 @@ from lm_eval.api.instance import Instance
 
 from harness.backends.llama_cpp import DEFAULT_BATCH_SIZE, GenJob, LlamaCppLM
 from harness.backends.throughput import METER
-from harness.decoding import GEN_KEY
-from harness.generate import task_generation_kwargs
-from harness.io import HarnessError
-from harness.prompts import review_example
-from harness.tasks_registry import read_records
+from harness.backends.decoding import GEN_KEY
+from harness.export.generate import task_generation_kwargs
+from harness.errors import HarnessError
+from harness.tasks.review import review_example
+from harness.tasks.records import read_records
 
 NAME = "smollm2-135m-instruct"
 N_PROMPTS, N_TOKENS, BATCH = 16, 32, 4
@@ -99,7 +99,7 @@ def reference(lm, contexts):
 def lora_gguf(tmp_path_factory):
     """A LoRA GGUF for SmolLM2 (PEFT adapter with random lora_B, as the export tests make)."""
     from _export_models import make_adapter, write_training_json
-    from harness.export import export, load_model, resolve_base
+    from harness.export.to_gguf import export, load_model, resolve_base
 
     root = tmp_path_factory.mktemp("smol-lora")
     adapter = make_adapter(load_model(resolve_base(NAME)), root / "smol-lora", scale=0.05,
@@ -155,7 +155,7 @@ def test_batched_texts_part_only_at_near_ties(setup, records, lora_gguf):
     """Where llama.cpp's kernels for several tokens and for one differ, batched greedy texts
     part from the one-at-a-time ones: how often is printed; each parting must be a near-tie
     (the batched choice below the best one-at-a-time logit, by less than 0.5)."""
-    from harness.generate import review_context
+    from harness.export.generate import review_context
 
     name = "gemma3-270m" if setup == "gemma3-270m" else NAME
     lm = LlamaCppLM(model=name, n_ctx=1024, n_threads=THREADS, batch_size=BATCH,

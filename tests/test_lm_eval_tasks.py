@@ -1,5 +1,5 @@
 """Stock `lm_eval --tasks product_review ...` (no --include_path) works after `make setup`,
-which registers tasks/ with the installed lm-eval (harness/lm_eval_tasks.py: one `include:`
+which registers tasks/ with the installed lm-eval (harness/evaluate/lm_eval_tasks.py: one `include:`
 stub per task YAML in lm-eval's own task folder). Checked in fresh processes started outside
 the repository, the way a user runs lm_eval."""
 from __future__ import annotations
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.lm_eval_tasks import include_path, register, registered, stub_dir
+from harness.models import OFFLINE_ENV
+from harness.evaluate.lm_eval_tasks import include_path, register, registered, stub_dir
 from harness.paths import TASKS_DIR
-from harness.tasks_registry import read_records
+from harness.tasks.records import read_records
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-       "HF_EVALUATE_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+ENV = {**os.environ, **OFFLINE_ENV}
 OUR_TASKS = {"product_review", "product_department", "product_department_gen", "product_aisle",
              "product_aisle_gen", "product_nextitem", "product_nextitem_gift_cards",
              "product_nextitem_scientific"}

@@ -1,5 +1,5 @@
 """`harness metrics validate --gold`: the scoring of the metrics against a gold set labelled by
-reading (harness/metrics/gold.py).
+reading (harness/metrics/validation/gold.py).
 
 The first tests check the arithmetic on gold items written here by hand (fictional products
 and reviews, not taken from the metric's word lists or templates) with hand-made metric claims:
@@ -15,8 +15,8 @@ import os
 import numpy as np
 import pytest
 
-from harness.io import HarnessError
-from harness.metrics import gold as g
+from harness.errors import HarnessError
+from harness.metrics.validation import gold as g
 from harness.paths import ROOT
 
 # --- hand-made products, reviews and labels --------------------------------------------------

@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from harness.io import HarnessError, read_json, read_jsonl, write_jsonl
+from harness.errors import HarnessError
+from harness.files import read_json, read_jsonl, write_jsonl
 from harness.metrics import config, score_reviews
 from harness.metrics.config import ScoringConfig, reference_for
 from harness.paths import TASKS_DIR
@@ -52,18 +53,17 @@ def test_reference_lm_choice():
 
 def test_config_sources(monkeypatch):
     config.reset()
-    monkeypatch.setenv("HARNESS_MODEL_UNDER_TEST", "gemma3-270m")
     monkeypatch.setenv("HARNESS_SCORERS", "hallucination, relevance")
-    assert config.current().model_under_test == "gemma3-270m"
     assert config.current().scorers == ("hallucination", "relevance")
-    config.configure_from_metadata({"model_under_test": "smollm2-135m-instruct", "data": "x"})
-    assert config.current().model_under_test == "smollm2-135m-instruct"   # metadata > env
-    config.configure(model_under_test="other")
-    assert config.current().model_under_test == "other"                   # explicit > metadata
-    config.reset()
-    monkeypatch.delenv("HARNESS_MODEL_UNDER_TEST")
+    # the model under test is an argument (task metadata), never an environment variable
+    monkeypatch.setenv("HARNESS_MODEL_UNDER_TEST", "gemma3-270m")
+    assert config.current().model_under_test is None
     config.configure_from_metadata({"model": "gemma3-270m", "data": "demo"})  # lm-eval model_args
     assert config.current().model_under_test == "gemma3-270m"
+    config.configure_from_metadata({"model_under_test": "smollm2-135m-instruct", "model": "x"})
+    assert config.current().model_under_test == "smollm2-135m-instruct"   # the runner's > model
+    config.configure(model_under_test="other")
+    assert config.current().model_under_test == "other"                   # explicit > metadata
     config.reset()
 
 
@@ -111,7 +111,7 @@ def _samples(demo, texts, path):
 
 
 def test_harness_score_rescoring(demo, tmp_path):
-    from harness.metrics.rescore import rescore
+    from harness.evaluate.rescore import rescore
 
     run = tmp_path / "run" / "cellA"
     texts = [r["review"] for r in demo[:3]] + ["A 20000 mAh Samsung power bank in red."]
@@ -135,7 +135,7 @@ def test_harness_score_rescoring(demo, tmp_path):
 
 
 def test_harness_score_bad_input_names_file_and_line(tmp_path):
-    from harness.metrics.rescore import rescore
+    from harness.evaluate.rescore import rescore
 
     bad = tmp_path / "samples_product_review.jsonl"
     bad.write_text('{"doc": {"record": "{}"}, "filtered_resps": ["x"]}\n')

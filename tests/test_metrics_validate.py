@@ -8,8 +8,8 @@ import json
 import pytest
 
 from harness.data import SPLITS
-from harness.metrics.validate import THRESHOLDS, passed, run_validation
-from harness.tasks_registry import read_records
+from harness.metrics.validation.validate import THRESHOLDS, passed, run_validation
+from harness.tasks.records import read_records
 
 REQUIRED = ("hallucination_recall", "hallucination_false_flag_rate", "fluency_rank_accuracy",
             "relevance_rank_accuracy", "hallucination_by_kind", "fluency_by_kind",
@@ -38,7 +38,7 @@ def test_thresholds_on_a_subset(records):
 
 
 def test_planted_cases_are_deterministic(records):
-    from harness.metrics.planted import planted_hallucinations
+    from harness.metrics.validation.planted import planted_hallucinations
     subset = sorted(records, key=lambda r: r["id"])[:60]
     a = planted_hallucinations(subset, seed=3)
     b = planted_hallucinations(subset, seed=3)

@@ -11,10 +11,11 @@ import pytest
 from harness.data import SPLITS
 from harness.data.nextitem import prepare_nextitem, trim_title, unisrec_title
 from harness.data.prepare import prepare
-from harness.io import HarnessError, read_jsonl
+from harness.errors import HarnessError
+from harness.files import read_jsonl
 from harness.metrics.ranking import rank_of, ranking_metrics
 from harness.paths import TASKS_DIR
-from harness.prompts import build_example
+from harness.tasks import build_example
 
 SCI, GIFT = "amazon2018_scientific", "amazon2018_gift_cards"
 
@@ -152,7 +153,7 @@ def test_demo_set_prompt():
 
 
 def test_baselines_on_real_test_split(prepared_nextitem):
-    from harness.baselines import run_baselines
+    from harness.tasks.baselines import run_baselines
 
     out, _, _ = prepared_nextitem
     rep = run_baselines("product_nextitem_scientific", str(out))
@@ -167,7 +168,7 @@ def test_baselines_on_real_test_split(prepared_nextitem):
 
 
 def test_lm_eval_ranking_on_llama_cpp(tmp_path):
-    from harness.evaluate import evaluate
+    from harness.evaluate.runner import evaluate
 
     res = evaluate("llama-cpp", "model=smollm2-135m-instruct", ["product_nextitem"], limit=2,
                    metadata={"data": "demo"})

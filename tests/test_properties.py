@@ -11,11 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.data.generic import generic_row, parse_map
-from harness.data.review import Skips, amazon_in_row, amazon_meta_row, amazon_review_row
-from harness.generate import parse_products
-from harness.io import HarnessError
+from harness.data.review import amazon_in_row, amazon_meta_row, amazon_review_row
+from harness.data.sources import Skips
+from harness.export.generate import parse_products
+from harness.errors import HarnessError
 from harness.prompts import review_prompt
-from harness.schema import Product, validate_product
+from harness.data.schema import Product, validate_product
 
 N = 500
 SETTINGS = settings(max_examples=N, deadline=None, database=None,
@@ -162,7 +163,8 @@ def test_raw_files_give_records_or_one_error(rows, kind, tail):
     from pathlib import Path
 
     from harness.data.generic import read_generic
-    from harness.data.review import _iter_json_lines, read_amazon_in_csv
+    from harness.data.review import read_amazon_in_csv
+    from harness.data.sources import json_lines
 
     body = "\n".join(",".join(r) for r in rows)
     if kind == "jsonl":
@@ -181,7 +183,7 @@ def test_raw_files_give_records_or_one_error(rows, kind, tail):
                                                         "review_content,price=actual_price"),
                                         skips))
             else:
-                got = [r for r in _iter_json_lines(path, skips)]
+                got = [r for r in json_lines(path, skips)]
                 got = [g for r in got if (g := generic_row(r, parse_map(
                     "id=sku,title=name,review=reviews"), skips))]
         except HarnessError as e:

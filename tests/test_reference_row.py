@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from harness.metrics import REFERENCE_BASED, score_review
-from harness.metrics.catalogue import register_task_data
+from harness.tasks.review import register_task_data
 from harness.metrics.config import DEFAULT_REFERENCE, reference_for
 
 HALLUCINATION = ("hallucination_rate", "contradiction", "claims_found", "unsupported",
@@ -26,21 +25,15 @@ SHIFT_METRICS = ("bits_per_byte", "fluency_score", "distinct_2", "length_words",
 def _compare(out: Path, adapters: Path, models: str, **kw) -> Path:
     """`harness compare` + `harness report` through the Python API, 3 demo products on
     llama.cpp, short generations, adapters only from `adapters`."""
-    from harness.compare import CompareConfig, compare
-    from harness.report import render
+    from harness.compare.plan import CompareConfig
+    from harness.compare.run import compare
+    from harness.compare.render import render
 
     adapters.mkdir(exist_ok=True)
-    saved = os.environ.get("HARNESS_MODEL_UNDER_TEST")   # evaluate() sets it for the metrics
-    try:
-        run = compare(CompareConfig(models=models, tasks=["product_review"],
-                                    backends=["llama-cpp"], limit=3, data="demo",
-                                    gen_kwargs="max_gen_toks=24", output=str(out),
-                                    adapters_dir=str(adapters), **kw))
-    finally:
-        if saved is None:
-            os.environ.pop("HARNESS_MODEL_UNDER_TEST", None)
-        else:
-            os.environ["HARNESS_MODEL_UNDER_TEST"] = saved
+    run = compare(CompareConfig(models=models, tasks=["product_review"],
+                                backends=["llama-cpp"], limit=3, data="demo",
+                                gen_kwargs="max_gen_toks=24", output=str(out),
+                                adapters_dir=str(adapters), **kw))
     render(run)
     return run
 
@@ -125,7 +118,7 @@ def test_reference_row_scores_the_references_like_score_review(gemma_run):
 
 
 def test_reference_row_is_cached_on_resume_and_only_for_review_tasks(gemma_run):
-    from harness.compare import reference_cells
+    from harness.compare.plan import reference_cells
 
     out, tmp = gemma_run
     state = json.loads((out / "run.json").read_text())

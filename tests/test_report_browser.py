@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.report import render
+from harness.compare.render import render
 
 import _browser
 from _report_runs import make_run

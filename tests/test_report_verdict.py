@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from harness.report import render
+from harness.compare.render import render
 
 from _report_runs import N, make_run
 

@@ -10,9 +10,12 @@ import random
 import pytest
 import torch
 
-from harness.io import HarnessError, write_jsonl
-from harness.train import (IGNORE, ResponseLoss, TrainConfig, collate, epoch_batches,
-                           resolve_inputs, tokenize_examples, train)
+from harness.errors import HarnessError
+from harness.files import write_jsonl
+from harness.train.examples import IGNORE, collate, epoch_batches, tokenize_examples
+from harness.train.loss import ResponseLoss
+from harness.train.config import TrainConfig, resolve_inputs
+from harness.train.recipe import train
 
 from _train_models import build_tiny
 
@@ -34,7 +37,7 @@ def tiny(tmp_path_factory, smol_tokenizer):
 
 
 def demo_records(task="product_review"):
-    from harness.tasks_registry import read_records
+    from harness.tasks.records import read_records
     return read_records(task, "train", "demo")
 
 
@@ -77,8 +80,8 @@ def test_bad_input_is_rejected_before_compute(tmp_path, tiny):
 # --- the training text is the eval prompt ---------------------------------------------------
 
 def test_examples_are_the_eval_prompt_with_loss_on_the_response_only(smol_tokenizer):
-    from harness.prompts import format_example
-    from harness.tasks_registry import load_task_dataset
+    from harness.train.examples import format_example
+    from harness.tasks.records import load_task_dataset
     import importlib.util
     from harness.paths import TASKS_DIR
 
@@ -109,12 +112,12 @@ def test_examples_are_the_eval_prompt_with_loss_on_the_response_only(smol_tokeni
 
 
 def test_every_registered_task_gives_prompt_and_target(smol_tokenizer):
-    """Tasks plug in through prompts.EXAMPLE_BUILDERS: the trainer needs nothing else."""
-    from harness.prompts import EXAMPLE_BUILDERS
-    from harness.train import data_task
+    """Tasks plug in through harness.tasks.TASKS: the trainer needs nothing else."""
+    from harness.tasks import TASKS
+    from harness.train.config import data_task
     from harness.data import demo_file
 
-    tasks = [t for t in sorted(EXAMPLE_BUILDERS) if demo_file(data_task(t)).exists()]
+    tasks = [t for t in sorted(TASKS) if demo_file(data_task(t)).exists()]
     assert "product_review" in tasks
     for task in tasks:
         records = demo_records(data_task(task))[:4]
@@ -245,7 +248,7 @@ def test_qlora_cpu_gradients_match_a_dequantized_reference(tiny, smol_tokenizer)
     from bitsandbytes.functional import dequantize_4bit, has_avx512bf16
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-    from harness.train import quantize_linear_4bit
+    from harness.train.engines import quantize_linear_4bit
 
     examples, _ = tokenize_examples(smol_tokenizer, "product_review", demo_records()[:2],
                                     True, 1024)

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.train import ResponseLoss, collate, tokenize_examples, train
+from harness.train.loss import ResponseLoss
+from harness.train.examples import collate, tokenize_examples
+from harness.train.recipe import train
 
 from _train_models import build_tiny
 
@@ -78,7 +80,7 @@ def test_rank0_writes_one_adapter_that_stock_peft_loads(runs):
     from peft import PeftModel
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from harness.tasks_registry import read_records
+    from harness.tasks.records import read_records
 
     model_dir, one_dir, two_dir, _, two = runs
     # no checkpoint, no temporary directory, no second copy left behind

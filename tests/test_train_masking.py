@@ -12,10 +12,11 @@ import torch
 from _cli import run_cli
 from _train_models import build_tiny
 
-from harness.io import write_jsonl
+from harness.files import write_jsonl
 from harness.metrics.hallucination import check_claims
-from harness.train import (IGNORE, ResponseLoss, collate, token_offsets, tokenize_examples,
-                           train)
+from harness.train.examples import IGNORE, collate, token_offsets, tokenize_examples
+from harness.train.loss import ResponseLoss
+from harness.train.recipe import train
 
 # A product with a capacity, a weight and a colour; one sentence of each target states a fact
 # the JSON does not support (a wrong capacity / colour / weight, or a feature it never names).
@@ -42,7 +43,7 @@ CASES = {   # target sentences, index of the bad one, the claim status that make
 @pytest.fixture(scope="module")
 def smol_tokenizer():
     from harness.models import resolve_hf
-    from harness.train import load_tokenizer
+    from harness.train.engines import load_tokenizer
 
     return load_tokenizer(resolve_hf("smollm2-135m-instruct"))
 
@@ -131,7 +132,7 @@ def test_loss_counts_no_masked_token(smol_tokenizer, tmp_path):
 
 
 def test_training_records_the_masked_share_and_the_flag_turns_it_off(smol_tokenizer, tmp_path):
-    from harness.tasks_registry import read_records
+    from harness.tasks.records import read_records
 
     tiny = build_tiny(tmp_path / "tiny", "llama", smol_tokenizer)
     demo = read_records("product_review", "train", "demo")
@@ -173,8 +174,8 @@ def test_training_records_the_masked_share_and_the_flag_turns_it_off(smol_tokeni
 def test_harness_train_takes_a_curated_directory(smol_tokenizer, tmp_path):
     """`harness data curate` output is a data directory for `harness train`; training.json
     names the curation it came from."""
-    from harness.data.curate import curate
-    from harness.demo import demo_splits
+    from harness.train.curate import curate
+    from harness.compare.demo import demo_splits
 
     tiny = build_tiny(tmp_path / "tiny", "llama", smol_tokenizer)
     cur = tmp_path / "curated"

@@ -15,9 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness.io import HarnessError
+from harness.errors import HarnessError
 from harness.paths import ROOT
-from harness.train import train
+from harness.train.recipe import train
 
 from _train_models import build_tiny
 

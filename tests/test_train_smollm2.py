@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from harness.train import train
+from harness.train.recipe import train
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_smollm2_demo_adapter_lowers_loss_and_loads_with_stock_peft(demo_adapter
 @pytest.mark.slow
 @pytest.mark.parametrize("form", ["registry", "gguf_file"])
 def test_smollm2_adapter_runs_in_harness_eval(demo_adapter, tmp_path, form):
-    from harness.evaluate import evaluate
+    from harness.evaluate.runner import evaluate
     from harness.models import resolve_hf
 
     out, _ = demo_adapter

@@ -1,4 +1,3 @@
-"""Backends stage: importing this package registers our lm-eval models
-(`llama-cpp`, and `harness-hf`: stock HFLM plus throughput timing)."""
-from . import hf, llama_cpp  # noqa: F401
-from .throughput import METER  # noqa: F401
+"""Backends stage: our lm-eval models, one per file (llama_cpp.py: `--model llama-cpp`,
+hf.py: `--model harness-hf`), registered with lm-eval's own @register_model when
+harness.evaluate.runner imports them; throughput.py times every run."""

@@ -8,7 +8,7 @@ batch_size=, ...), plus `model=NAME` to take weights from the registry.
   without padding, generated tokens up to the row's end-of-sequence token or stop string) and
   gives every request of a batch the batch's prefill time as its time to first token, taken at
   the first call of a logits processor, i.e. right after the prefill forward pass.
-- Anti-loop rule (harness.decoding): `no_repeat_ngram_generated: N` in the generation kwargs
+- Anti-loop rule (harness.backends.decoding): `no_repeat_ngram_generated: N` in the generation kwargs
   becomes a GeneratedNoRepeatNGram logits processor. Stock `lm_eval --model hf` passes every
   generation kwarg to `model.generate`, which rejects unknown ones; the task YAML therefore also
   names `generate_no_loop` as transformers' `custom_generate` callable, which takes the key out
@@ -30,9 +30,9 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from ..decoding import GEN_KEY, banned_next, pop_setting
-from ..io import HarnessError
-from ..models import resolve_hf
+from .decoding import GEN_KEY, banned_next, pop_setting
+from ..errors import HarnessError
+from ..models import DEFAULT_MODEL, resolve_hf
 from .throughput import METER
 
 log = logging.getLogger("harness.hf")
@@ -50,7 +50,7 @@ class _FirstTokenClock(LogitsProcessor):
 
 class GeneratedNoRepeatNGram(LogitsProcessor):
     """Sets to -inf the score of every token that would complete an n-gram already present in
-    its row's generated tokens (harness.decoding.banned_next). The first `prompt_len` columns
+    its row's generated tokens (harness.backends.decoding.banned_next). The first `prompt_len` columns
     of input_ids are the prompt (with left padding: the padded width) and are not looked at."""
 
     def __init__(self, n: int, prompt_len: int):
@@ -110,7 +110,7 @@ class TimedHFLM(HFLM):
                  **kwargs):
         t0 = time.perf_counter()
         if pretrained is None:
-            pretrained, gguf = resolve_hf(model or "smollm2-135m-instruct")
+            pretrained, gguf = resolve_hf(model or DEFAULT_MODEL)
             gguf_file = gguf_file or gguf
         if gguf_file:
             kwargs["gguf_file"] = gguf_file

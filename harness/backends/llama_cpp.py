@@ -8,7 +8,7 @@ loglikelihood_rolling, and lm-eval's chat-template hooks with the template store
 Greedy requests are decoded `batch_size` at a time on one context (BatchDecoder: continuous
 batching, each sequence with its own KV cache of n_ctx cells; batch_size=1: one at a time,
 as Llama.generate does); sampled ones one at a time. `no_repeat_ngram_generated: N` in a request's
-generation kwargs bans repeating an N-gram of the generated tokens (harness.decoding).
+generation kwargs bans repeating an N-gram of the generated tokens (harness.backends.decoding).
 `set_adapter(path)` switches LoRA adapters on the loaded model. Every generation request is
 timed into harness.backends.throughput.METER.
 """
@@ -29,9 +29,10 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
-from ..decoding import GENERATION_BATCH, banned_next, pop_setting
-from ..io import HarnessError
-from ..models import resolve_gguf
+from .gguf_reader import check_magic
+from .decoding import GENERATION_BATCH, banned_next, pop_setting
+from ..errors import HarnessError
+from ..models import DEFAULT_MODEL, resolve_gguf
 from .llama_scoring import decode_rows, set_lora
 from .throughput import METER
 
@@ -52,9 +53,7 @@ def open_llama(model_path: str | Path, *, n_ctx: int = 2048, n_threads: int | No
     model_path = Path(model_path)
     if not model_path.is_file():
         raise HarnessError(f"{model_path}: GGUF file not found")
-    with open(model_path, "rb") as f:
-        if f.read(4) != b"GGUF":
-            raise HarnessError(f"{model_path}: not a GGUF file (bad magic)")
+    check_magic(model_path)
     if lora_path and not Path(lora_path).is_file():
         raise HarnessError(f"{lora_path}: LoRA adapter file not found")
     try:
@@ -311,7 +310,7 @@ class BatchDecoder:
 
 @register_model("llama-cpp", "llamacpp")
 class LlamaCppLM(TemplateLM):
-    def __init__(self, model: str = "smollm2-135m-instruct", n_ctx: int = 2048,
+    def __init__(self, model: str = DEFAULT_MODEL, n_ctx: int = 2048,
                  n_threads: int | None = None, n_gpu_layers: int = 0, lora_path: str | None = None,
                  seed: int = 0, max_gen_toks: int = 256, batch_size: int = DEFAULT_BATCH_SIZE,
                  **kwargs):

@@ -2,19 +2,19 @@
 that tells a task which JSONL file to read (prepared data, else the committed demo set)."""
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
-from ..io import HarnessError
-from ..paths import DATA_DIR, TASKS_DIR
+from ..errors import HarnessError
+from ..files import stable_fraction, write_jsonl
+from ..paths import DATA_DIR, demo_file  # noqa: F401  (demo_file: the data a task reads by default)
 
 SPLITS = ("train", "validation", "test")
 
 
 def split_of(key: str, validation: float = 0.1, test: float = 0.1) -> str:
     """Deterministic split by a stable key (product id, user id): no key in two splits."""
-    bucket = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
+    bucket = stable_fraction(key)
     if bucket < test:
         return "test"
     if bucket < test + validation:
@@ -25,10 +25,6 @@ def split_of(key: str, validation: float = 0.1, test: float = 0.1) -> str:
 def data_dir() -> Path:
     """Where `harness data prepare` writes by default (override: HARNESS_DATA_DIR)."""
     return Path(os.environ.get("HARNESS_DATA_DIR", DATA_DIR))
-
-
-def demo_file(task: str) -> Path:
-    return TASKS_DIR / task / "demo.jsonl"
 
 
 def resolve_data_file(task: str, split: str, data: str | os.PathLike | None = None) -> Path:
@@ -52,3 +48,14 @@ def resolve_data_file(task: str, split: str, data: str | os.PathLike | None = No
     raise HarnessError(f"{p}: no {task} data for split {split!r} "
                        f"(looked for {p / task / f'{split}.jsonl'} and {p / f'{split}.jsonl'}); "
                        f"run `harness data prepare --raw-dir RAW --output {p}`")
+
+
+def write_splits(records: list[dict], out: Path, task: str, key=lambda r: r["id"]) -> dict:
+    """<out>/<task>/{train,validation,test}.jsonl, each record in the split of its key
+    (split_of); returns the count per split."""
+    by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for rec in records:
+        by_split[split_of(key(rec))].append(rec)
+    for split, rows in by_split.items():
+        write_jsonl(out / task / f"{split}.jsonl", rows)
+    return {s: len(r) for s, r in by_split.items()}

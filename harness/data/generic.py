@@ -21,8 +21,9 @@ import csv
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..io import HarnessError
+from ..errors import HarnessError
 from .product import as_list, make_product, raw_problem
+from .sources import json_lines, open_raw
 
 # our field -> the kind of raw value it takes (harness.data.product.RAW_KINDS)
 MAP_FIELDS = {"id": "text", "title": "text", "review": "texts", "brand": "text",
@@ -101,13 +102,11 @@ def generic_row(row: dict, mapping: dict[str, str], skips, csv_lists: bool = Fal
 
 def read_generic(path: Path, mapping: dict[str, str], skips) -> Iterator[tuple[str, dict, dict]]:
     """(product id, product, review) rows of a CSV (.csv) or JSON-lines file."""
-    from .review import _iter_json_lines
-
     path = Path(path)
     if path.suffix.lower() == ".csv":
         rows, csv_lists = _csv_rows(path, mapping), True
     else:
-        rows, csv_lists = _iter_json_lines(path, skips), False
+        rows, csv_lists = json_lines(path, skips), False
     for row in rows:
         got = generic_row(row, mapping, skips, csv_lists)
         if got:
@@ -117,11 +116,7 @@ def read_generic(path: Path, mapping: dict[str, str], skips) -> Iterator[tuple[s
 
 
 def _csv_rows(path: Path, mapping: dict[str, str]) -> Iterator[dict]:
-    try:
-        f = open(path, encoding="utf-8-sig", newline="")
-    except OSError as e:
-        raise HarnessError(f"{path}: cannot read ({e.strerror})") from e
-    with f:
+    with open_raw(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         try:
             header = reader.fieldnames or []

@@ -31,11 +31,11 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from ..io import HarnessError, write_json, write_jsonl
+from ..errors import HarnessError
+from ..files import stable_order, write_json, write_jsonl
 from . import SPLITS
-from .prepare import register_preparer
 from .product import clean_text
-from .review import Skips, _iter_json_lines
+from .sources import Skips, json_lines, open_raw
 
 TASK = "product_nextitem"
 NEGATIVES = int(os.environ.get("HARNESS_NEXTITEM_NEGATIVES", 19))
@@ -70,11 +70,7 @@ def _norm(title: str) -> str:
 # --- readers: each returns (titles {item: title}, {split: [(user, history, target)]}) ---------
 
 def _lines(path: Path):
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError as e:
-        raise HarnessError(f"{path}: cannot read ({e.strerror})") from e
-    with f:
+    with open_raw(path) as f:
         try:
             for lineno, line in enumerate(f, 1):
                 line = line.rstrip("\n")
@@ -122,12 +118,12 @@ def read_unisrec(stem: Path, skips: Skips):
 
 def read_amazon_reviews(meta: Path, reviews: Path, skips: Skips):
     titles = {}
-    for m in _iter_json_lines(meta, skips):
+    for m in json_lines(meta, skips):
         asin, title = m.get("asin"), trim_title(m.get("title") or "")
         if asin and title:
             titles.setdefault(str(asin), title)
     events: dict[str, list] = defaultdict(list)
-    for r in _iter_json_lines(reviews, skips):
+    for r in json_lines(reviews, skips):
         user, asin, t = r.get("reviewerID"), r.get("asin"), r.get("unixReviewTime")
         if not user or not asin or not isinstance(t, (int, float)):
             skips.skip("review without reviewerID/asin/unixReviewTime")
@@ -259,7 +255,7 @@ def prepare_nextitem(raw_dir: Path, out: Path, negatives: int = NEGATIVES,
     if not by_split["test"]:
         raise HarnessError(f"{raw_dir}: no usable product_nextitem test records")
     for split, recs in by_split.items():
-        recs.sort(key=lambda r: hashlib.sha256(r["id"].encode()).hexdigest())  # mixed --limit
+        recs = stable_order(recs, key=lambda r: r["id"])  # mixed --limit
         write_jsonl(out / TASK / f"{split}.jsonl", recs)
     counts["total"] = {s: len(r) for s, r in by_split.items()}
     report = {"task": TASK, "counts": counts, "skipped": dict(skips), "negatives": negatives,
@@ -268,8 +264,7 @@ def prepare_nextitem(raw_dir: Path, out: Path, negatives: int = NEGATIVES,
     return report
 
 
-@register_preparer(TASK)
-def _prepare(raw_dir: Path | None, out: Path) -> dict:
+def prepare_task(raw_dir: Path | None, out: Path) -> dict:
     if raw_dir is None:
         raise HarnessError("product_nextitem: give --raw-dir (Amazon sequences)")
     return prepare_nextitem(Path(raw_dir), Path(out))

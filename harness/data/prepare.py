@@ -1,4 +1,4 @@
-"""`harness data prepare`: a registry of per-task preparers. Each takes the raw directory and
+"""`harness data prepare`: the table of per-task preparers (PREPARERS). Each takes the raw directory and
 the output directory, writes <out>/<task>/{train,validation,test}.jsonl atomically and returns
 a report {"counts": {source: {split: n}}, "skipped": {reason: n}} for the CLI to print."""
 from __future__ import annotations
@@ -7,18 +7,11 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from ..io import HarnessError, write_json, write_jsonl
-from . import SPLITS, split_of
-from .review import Skips, discover, group_records, load_hub
-
-
-def write_splits(records: list[dict], out: Path, task: str, key=lambda r: r["id"]) -> dict:
-    by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    for rec in records:
-        by_split[split_of(key(rec))].append(rec)
-    for split, rows in by_split.items():
-        write_jsonl(out / task / f"{split}.jsonl", rows)
-    return {s: len(r) for s, r in by_split.items()}
+from ..errors import HarnessError
+from ..files import write_json
+from . import SPLITS, category, nextitem, split_of, write_splits
+from .review import discover, group_records, load_hub
+from .sources import Skips
 
 
 def prepare_review(raw_dir: Path | None, out: Path, hub: str | None = None,
@@ -58,14 +51,13 @@ def prepare_review(raw_dir: Path | None, out: Path, hub: str | None = None,
     return report
 
 
-PREPARERS: dict[str, Callable[..., dict]] = {"product_review": prepare_review}
-
-
-def register_preparer(task: str):
-    def deco(fn):
-        PREPARERS[task] = fn
-        return fn
-    return deco
+# task -> preparer(raw_dir, out) (product_review also takes hub= and custom=); one line a task
+PREPARERS: dict[str, Callable[..., dict]] = {
+    "product_review": prepare_review,
+    "product_department": category.prepare_department,
+    "product_aisle": category.prepare_aisle,
+    "product_nextitem": nextitem.prepare_task,
+}
 
 
 def prepare(raw_dir: Path | None, out: Path, tasks: list[str] | None = None,
@@ -77,10 +69,8 @@ def prepare(raw_dir: Path | None, out: Path, tasks: list[str] | None = None,
     import shutil
     import tempfile
 
-    # import task-specific preparers that register themselves
-    from . import extra_preparers  # noqa: F401
-    # all tasks in a fixed order (product_review, then by name), whatever order the
-    # preparers registered in: the first failure, and so the error, does not depend on imports
+    # all tasks in a fixed order (product_review, then by name): the first failure, and so
+    # the error, does not depend on the table's order
     every = ["product_review"] + sorted(t for t in PREPARERS if t != "product_review")
     names = list(dict.fromkeys(tasks or (["product_review"] if custom and raw_dir is None
                                          else every)))

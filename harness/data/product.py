@@ -198,8 +198,8 @@ def make_product(*, title: Any, brand: Any = None, category: Any = None, price: 
     det = clean_details(details)
     if det:
         product["details"] = det
-    from ..io import HarnessError
-    from ..schema import validate_product
+    from ..errors import HarnessError
+    from .schema import validate_product
     try:   # the schema every later stage relies on (a failure here is a bug, counted)
         return validate_product(product, "normalised product")
     except HarnessError as e:
@@ -231,7 +231,7 @@ def raw_problem(row: dict, kinds: dict[str, str]) -> str | None:
     """The skip reason of a raw row with a field its reader cannot use, e.g. "bad field price
     (list, expected a number or a numeric string)"; None when every field is usable. Stops
     `price: ["$1", "$2"]` becoming 1.0 and a dict summary becoming its repr."""
-    from ..schema import _type_name
+    from .schema import _type_name
 
     for name, kind in kinds.items():
         v = row.get(name)
@@ -245,20 +245,3 @@ def as_list(v: Any) -> list:
     if v is None:
         return []
     return list(v) if isinstance(v, list) else [v]
-
-
-def product_text(product: dict) -> str:
-    """Flat text of everything the product JSON says: for embeddings and claim checks."""
-    parts = [product.get("title", ""), product.get("brand", "")]
-    parts += product.get("category", [])
-    price = product.get("price") or {}
-    for k in ("amount", "list_price"):
-        if price.get(k) is not None:
-            parts.append(f"{price.get('currency', '')} {price[k]:g}")
-    if price.get("discount_percent") is not None:
-        parts.append(f"{price['discount_percent']:g}% off")
-    if product.get("rating") is not None:
-        parts.append(f"rated {product['rating']:g} out of 5")
-    parts += product.get("features", [])
-    parts += [f"{k}: {v}" for k, v in (product.get("details") or {}).items()]
-    return "\n".join(p for p in parts if p)

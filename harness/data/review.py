@@ -18,8 +18,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..io import HarnessError
+from ..errors import HarnessError
 from .product import as_list, clean_text, make_product, raw_problem
+from .sources import Skips, json_lines, open_raw
 
 MIN_REVIEW_WORDS = 4
 MAX_REVIEW_WORDS = 220
@@ -37,13 +38,6 @@ META_KINDS = {"asin": "text", "parent_asin": "text", "title": "text", "brand": "
               "details": "mapping"}
 REVIEW_KINDS = {"asin": "text", "parent_asin": "text", "reviewText": "text", "text": "text",
                 "summary": "text", "title": "text", "overall": "number", "rating": "number"}
-
-
-class Skips(Counter):
-    """Counts skipped rows by reason."""
-
-    def skip(self, reason: str) -> None:
-        self[reason] += 1
 
 
 def _review_entry(text, title=None, rating=None, skips: Skips | None = None) -> dict | None:
@@ -109,11 +103,7 @@ def amazon_in_row(row: dict, skips: Skips) -> tuple[str, dict, dict] | None:
 
 
 def read_amazon_in_csv(path: Path, skips: Skips) -> Iterator[tuple[str, dict, dict]]:
-    try:
-        f = open(path, encoding="utf-8", newline="")
-    except OSError as e:
-        raise HarnessError(f"{path}: cannot read ({e.strerror})") from e
-    with f:
+    with open_raw(path, newline="") as f:
         reader = csv.DictReader(f)
         try:
             fieldnames = reader.fieldnames or []
@@ -178,40 +168,17 @@ def amazon_review_row(r: dict, skips: Skips) -> tuple[str, dict] | None:
     return (str(pid), entry) if entry else None
 
 
-def _iter_json_lines(path: Path, skips: Skips) -> Iterator[dict]:
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError as e:
-        raise HarnessError(f"{path}: cannot read ({e.strerror})") from e
-    with f:
-        try:
-            for line in f:
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    skips.skip("malformed JSON line")
-                    continue
-                if isinstance(row, dict):
-                    yield row
-                else:
-                    skips.skip("JSON line is not an object")
-        except UnicodeDecodeError as e:
-            raise HarnessError(f"{path}: not UTF-8 text ({e.reason})") from e
-
-
 def read_amazon_json(meta_path: Path, reviews_path: Path, source: str,
                      skips: Skips) -> Iterator[tuple[str, dict, dict]]:
     products: dict[str, dict] = {}
-    for m in _iter_json_lines(meta_path, skips):
+    for m in json_lines(meta_path, skips):
         got = amazon_meta_row(m, skips)
         if got:
             products.setdefault(got[0], got[1])
     if not products:
         raise HarnessError(f"{meta_path}: no usable product metadata rows "
                            f"(expected JSON lines with asin/parent_asin and title)")
-    for r in _iter_json_lines(reviews_path, skips):
+    for r in json_lines(reviews_path, skips):
         got = amazon_review_row(r, skips)
         if not got:
             continue
@@ -226,10 +193,8 @@ def read_amazon_json(meta_path: Path, reviews_path: Path, source: str,
 
 def _csv_header(path: Path) -> set[str]:
     try:
-        with open(path, "rb") as f:
+        with open_raw(path, "rb") as f:
             first = f.readline().decode("utf-8-sig")
-    except OSError as e:
-        raise HarnessError(f"{path}: cannot read ({e.strerror})") from e
     except UnicodeDecodeError:
         return set()  # not a text CSV of ours
     return set(next(csv.reader([first]), []))

@@ -65,7 +65,7 @@ def score_reviews(records: list[dict], texts: list[str],
     names = cfg.scorers or tuple(SCORERS)
     unknown = [n for n in names if n not in SCORERS]
     if unknown:
-        from ..io import HarnessError
+        from ..errors import HarnessError
         raise HarnessError(f"unknown scorer(s) {', '.join(unknown)}; known: {', '.join(SCORERS)}")
     texts = [t if isinstance(t, str) else "" for t in texts]
     out: list[dict] = [{} for _ in texts]

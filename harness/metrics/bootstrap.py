@@ -69,3 +69,12 @@ def bootstrap_ci(statistic, columns: Sequence[Sequence[float]], n_boot: int = 20
     alpha = (1 - ci) / 2
     lo, hi = np.quantile(stats, [alpha, 1 - alpha])
     return {"value": value, "lo": float(min(lo, value)), "hi": float(max(hi, value)), "n": n}
+
+
+def mean_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0,
+            ci: float = 0.95) -> tuple[float, float]:
+    """(lo, hi) of the mean of `values`, percentile bootstrap over them; nan with fewer than 2."""
+    if len(values) < 2:
+        return (float("nan"),) * 2
+    r = bootstrap_ci(lambda v: v.mean(axis=-1), [values], n_boot=n_boot, seed=seed, ci=ci)
+    return r["lo"], r["hi"]

@@ -4,9 +4,6 @@ centres relevance_product. lm-eval's load_dataset, `harness score` and `harness 
 validate` register the same task data, so the same sample gets the same scores on every path."""
 from __future__ import annotations
 
-from ..io import HarnessError
-
-
 def register_catalogue(records: list[dict], source: str) -> None:
     from .lexicon import register_brands, register_part_words
     from .relevance import register_catalogue as centre_on
@@ -15,19 +12,3 @@ def register_catalogue(records: list[dict], source: str) -> None:
     register_brands(p.get("brand") for p in products)
     register_part_words(products)
     centre_on(products, source)
-
-
-def register_task_data(data=None, fallback: list[dict] | None = None) -> str:
-    """Register the product_review task data (`data` as in lm-eval's metadata: None = the
-    prepared data or the demo set); the given records when that data is not on this machine.
-    Returns where the catalogue came from."""
-    from ..data import SPLITS
-    from ..tasks_registry import read_records
-
-    try:
-        recs = [r for s in SPLITS for r in read_records("product_review", s, data)]
-        source = f"task data ({data or 'default'})"
-    except HarnessError:
-        recs, source = list(fallback or []), "scored samples only"
-    register_catalogue(recs, source)
-    return source

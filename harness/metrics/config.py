@@ -3,10 +3,10 @@ fluency, which (optional) NLI model checks entailment.
 
 Sources, first found wins: `configure(...)` (the CLI, `harness score`), the task metadata
 (`--metadata '{"fluency_reference": "smollm2-135m-instruct"}'`, read when the task loads its
-data), environment variables, defaults (for the model under test: the `model`/`pretrained`
-model arg that lm-eval copies into the task metadata).
+data), environment variables, defaults. The model under test comes only as an argument: the
+`model_under_test` the eval runner puts into the task metadata, else the `model`/`pretrained`
+model arg that lm-eval copies there (never an environment variable).
 
-    HARNESS_MODEL_UNDER_TEST   registry name or path of the model being evaluated
     HARNESS_FLUENCY_REFERENCE  reference LM for bits per byte (name, GGUF path, or "none")
     HARNESS_NLI_MODEL          local directory of an NLI cross-encoder (optional tier)
     HARNESS_SCORERS            comma-separated subset of SCORERS (default: all)
@@ -32,8 +32,7 @@ class ScoringConfig:
 _OVERRIDE = ScoringConfig()
 _METADATA = ScoringConfig()
 _METADATA_MODEL: str | None = None
-ENV = {"model_under_test": "HARNESS_MODEL_UNDER_TEST",
-       "fluency_reference": "HARNESS_FLUENCY_REFERENCE", "nli_model": "HARNESS_NLI_MODEL",
+ENV = {"fluency_reference": "HARNESS_FLUENCY_REFERENCE", "nli_model": "HARNESS_NLI_MODEL",
        "scorers": "HARNESS_SCORERS"}
 
 
@@ -56,7 +55,7 @@ def configure_from_metadata(metadata: dict) -> None:
     _METADATA = ScoringConfig(**{k: _parse(k, v) for k, v in (metadata or {}).items()
                                  if k in names and v is not None})
     # lm-eval copies --model_args into the task metadata: the last resort for the model under
-    # test (a plain `lm_eval` run without HARNESS_MODEL_UNDER_TEST)
+    # test (a plain `lm_eval` run, which sets no model_under_test)
     _METADATA_MODEL = (metadata or {}).get("model") or (metadata or {}).get("pretrained")
 
 
@@ -71,7 +70,7 @@ def current() -> ScoringConfig:
         v = getattr(_OVERRIDE, f.name)
         if v is None:
             v = getattr(_METADATA, f.name)
-        if v is None and os.environ.get(ENV[f.name]):
+        if v is None and f.name in ENV and os.environ.get(ENV[f.name]):
             v = _parse(f.name, os.environ[ENV[f.name]])
         if v is None and f.name == "model_under_test":
             v = _METADATA_MODEL

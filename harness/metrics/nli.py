@@ -17,7 +17,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from ..io import HarnessError
+from ..errors import HarnessError
 
 THRESHOLD = 0.5
 MAX_LENGTH = 256
@@ -50,7 +50,7 @@ def nli_model(path: str):
 
 
 def premises(product: dict) -> list[str]:
-    from ..data.product import product_text
+    from .text import product_text
     return [line for line in product_text(product).split("\n") if line.strip()]
 
 

@@ -138,7 +138,7 @@ def catalogue() -> Catalogue:
     if not _CATALOGUE:
         import json
 
-        from ..data import demo_file
+        from ..paths import demo_file
         recs = [json.loads(line) for line in demo_file("product_review").read_text(
             encoding="utf-8").splitlines() if line.strip()]
         register_catalogue([r["product"] for r in recs], "demo set")

@@ -57,3 +57,20 @@ def first_paragraph(text: str) -> str:
     and run on into a new 'Product:' block)."""
     text = (text or "").strip()
     return text.split("\n\n", 1)[0].strip()
+
+
+def product_text(product: dict) -> str:
+    """Flat text of everything the product JSON says: for embeddings and claim checks."""
+    parts = [product.get("title", ""), product.get("brand", "")]
+    parts += product.get("category", [])
+    price = product.get("price") or {}
+    for k in ("amount", "list_price"):
+        if price.get(k) is not None:
+            parts.append(f"{price.get('currency', '')} {price[k]:g}")
+    if price.get("discount_percent") is not None:
+        parts.append(f"{price['discount_percent']:g}% off")
+    if product.get("rating") is not None:
+        parts.append(f"rated {product['rating']:g} out of 5")
+    parts += product.get("features", [])
+    parts += [f"{k}: {v}" for k, v in (product.get("details") or {}).items()]
+    return "\n".join(p for p in parts if p)

@@ -1,5 +1,5 @@
-"""product_aisle and product_aisle_gen hooks for lm-eval; the logic is in harness.task_hooks."""
-from harness.task_hooks import ClassifyHooks, macro_f1  # noqa: F401  (macro_f1: aggregation)
+"""product_aisle and product_aisle_gen hooks for lm-eval; the logic is in harness.tasks.category."""
+from harness.tasks.category import ClassifyHooks, macro_f1  # noqa: F401  (macro_f1: aggregation)
 
 _mc = ClassifyHooks("product_aisle")
 _gen = ClassifyHooks("product_aisle_gen")

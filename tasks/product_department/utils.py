@@ -1,5 +1,5 @@
-"""product_department and product_department_gen hooks for lm-eval; the logic is in harness.task_hooks."""
-from harness.task_hooks import ClassifyHooks, macro_f1  # noqa: F401  (macro_f1: aggregation)
+"""product_department and product_department_gen hooks for lm-eval; the logic is in harness.tasks.category."""
+from harness.tasks.category import ClassifyHooks, macro_f1  # noqa: F401  (macro_f1: aggregation)
 
 _mc = ClassifyHooks("product_department")
 _gen = ClassifyHooks("product_department_gen")

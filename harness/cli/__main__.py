@@ -1,0 +1,4 @@
+"""`python -m harness.cli` (e.g. under `accelerate launch`)."""
+from . import main
+
+main()

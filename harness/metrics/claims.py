@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import lexicon as lx
+from .lexicon import singular
 from .units import NUM, NUMBER_WORD_RE, NUMBER_WORDS, QUALIFIERS, find_quantities, parse_num
 
 
@@ -363,17 +364,6 @@ def count_claims(text: str, spans: _Spans, out: list) -> None:
 
 NOUN_COUNT_RE = re.compile(rf"(?<![\w.,-]){COUNT_WORD}\s(?P<w1>[a-z][a-z-]+)(?:\s(?P<w2>[a-z]+))?",
                            re.I)
-
-
-def singular(w: str) -> str:
-    w = w.lower()
-    if len(w) > 4 and w.endswith("ies"):
-        return w[:-3] + "y"
-    if len(w) > 3 and w.endswith(("ches", "shes", "xes", "sses")):
-        return w[:-2]
-    if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
-        return w[:-1]
-    return w
 
 
 def noun_count_candidates(text: str, spans: _Spans) -> list[Claim]:

@@ -287,10 +287,20 @@ NOT_PARTS = {"problem", "issue", "complaint", "complain", "doubt", "need", "worr
              "hassle", "fuss", "mess"}
 
 
+def singular(w: str) -> str:
+    """'batteries' -> 'battery', 'cables' -> 'cable' (a plain rule, no dictionary)."""
+    w = w.lower()
+    if len(w) > 4 and w.endswith("ies"):
+        return w[:-3] + "y"
+    if len(w) > 3 and w.endswith(("ches", "shes", "xes", "sses")):
+        return w[:-2]
+    if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+        return w[:-1]
+    return w
+
+
 def register_part_words(products) -> int:
     """Count the words of the catalogue's titles and features (once per product)."""
-    from .claims import singular
-
     added = 0
     for p in products:
         key = (p.get("title") or "") + "\n" + "\n".join(map(str, p.get("features") or []))

@@ -100,7 +100,8 @@ def run_compare(a, data: Path, out: Path, adapters_dir: Path, anti_loop: int) ->
     from harness.compare.summary import load_run
     from harness.compare.render import render
 
-    cfg = CompareConfig(models=a.model, tasks=[TASK], backends=["llama-cpp"], limit=a.limit,
+    backends = ["llama-cpp"] if anti_loop == 0 else a.backends   # the ablation is llama.cpp's
+    cfg = CompareConfig(models=a.model, tasks=[TASK], backends=backends, limit=a.limit,
                         data=str(data), output=str(out), resume=True, merged_quant=None,
                         gen_kwargs=f"no_repeat_ngram_generated={anti_loop}",
                         adapters_dir=str(adapters_dir), n_threads=a.threads)
@@ -168,6 +169,14 @@ def main() -> None:
                     "of the 'on' runs (default: the task's own, else 3)")
     ap.add_argument("--arms", default=",".join(ARMS), help="adapters to train and compare: "
                     "curated-masked (the recipe) and/or curated (curation alone)")
+    ap.add_argument("--backends", type=lambda s: [b.strip() for b in s.split(",") if b.strip()],
+                    default=["llama-cpp"], help="backends of the anti-loop-on run (base and "
+                    "the recipe's adapter, the task's default decoding: issue #11's "
+                    "acceptance table), e.g. llama-cpp,hf; the anti-loop-off ablation runs "
+                    "on llama.cpp only")
+    ap.add_argument("--curated", type=Path, default=None, help="a curated split to train on "
+                    "as it is (`harness data curate` output) instead of curating again; "
+                    "adapters trained on other data are not reused")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
     ap.add_argument("--quiet", dest="progress", action="store_false")
@@ -190,9 +199,18 @@ def main() -> None:
             raise SystemExit(f"{prepared}: no {TASK}/train.jsonl; run `harness data prepare "
                              f"--raw-dir ../shared/data` first")
 
-    log(f"curating {prepared / TASK / 'train.jsonl'}")
-    cur = curate(data=str(prepared), out=str(out / "curated"))
-    curated = Path(cur["out"])
+    if a.curated:
+        curated = a.curated.resolve()
+        if not (curated / TASK / "curation.json").is_file():
+            raise SystemExit(f"{curated}: no {TASK}/curation.json (`harness data curate "
+                             f"--output {curated}` writes it)")
+        cur = {k: v for k, v in read_json(curated / TASK / "curation.json").items()
+               if k != "reviews_detail"}
+        log(f"training on the curated split {curated} as it is")
+    else:
+        log(f"curating {prepared / TASK / 'train.jsonl'}")
+        cur = curate(data=str(prepared), out=str(out / "curated"))
+        curated = Path(cur["out"])
     log(f"kept {cur['kept']} of {cur['reviews']} reviews ({cur['products_with_kept']} of "
         f"{cur['products']} products); dropped {cur['dropped']}")
 

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from harness.errors import HarnessError
-from harness.paths import ROOT
+from harness.paths import ROOT, demo_file
 from harness.train.recipe import train
 
 from _train_models import build_tiny
@@ -81,8 +81,9 @@ def test_sigkill_then_resume_gives_the_uninterrupted_adapter(tiny_llama, tmp_pat
         train(model=str(tiny_llama), output=str(run_dir), progress=False, resume=True,
               **{**SETTINGS, "lr": 1e-3})
 
+    # the same data under another name resumes (checked by content, not by how it is spelt)
     res = train(model=str(tiny_llama), output=str(run_dir), progress=False, resume=True,
-                **SETTINGS)
+                **{**SETTINGS, "data": str(demo_file("product_review"))})
     assert res["resumed_at_steps"] and 4 <= res["resumed_at_steps"][0] < 10
     assert res["steps"] == 10
     assert not (run_dir / "checkpoints").exists()

@@ -85,7 +85,9 @@ INT_FIELDS = {"max_steps", "batch_size", "grad_accum", "lora_r", "max_seq_len", 
 CHOICES = {"method": ("auto", "lora", "qlora"), "engine": ("auto", "unsloth", "transformers"),
            "dtype": ("auto", "bfloat16", "float32", "float16")}
 # fields that may differ between a killed run and its resumption
-RESUME_FREE = {"resume", "overwrite", "progress", "threads", "output"}
+# settings a resumed run may give differently; "data" is checked by content (sha256 of each
+# split, recipe._examples), so `data/curated` and `/abs/path/data/curated` resume alike
+RESUME_FREE = {"resume", "overwrite", "progress", "threads", "output", "data"}
 
 
 def check_config(cfg: TrainConfig) -> None:

@@ -2,21 +2,25 @@
 anti-loop decoding each change against the base model.
 
   1. curate    `harness data curate` of the train split (harness.train.curate defaults)
-  2. train     two SmolLM2 LoRA adapters on the curated split, the same settings but:
+  2. train     LoRA adapters of --model (default SmolLM2) on the curated split (or on
+               --curated DIR as it is), the same settings but:
                  (a) curation alone          mask_unsupported=False
                  (b) curation + masking      mask_unsupported=True (the default)
-  3. compare   `harness compare` on llama.cpp (LoRA GGUF at run time, no merged export) on
-               the test split, greedy:
-                 anti-loop off (no_repeat_ngram_generated=0): base, (a), (b)
-                 anti-loop on  (no_repeat_ngram_generated=N): base, (b)
-  4. table     tuned - base per step, paired bootstrap 95% CIs (harness.compare.stats.comparisons)
-               on the same test products, against the base model with anti-loop off:
-               unsupported claims per review, loop rate (degenerate_loop), ROUGE-L,
-               relevance to the reference review, attribute coverage; plus "anti-loop alone"
-               (base with it on) to separate the decoding rule from the adapter.
+  3. compare   `harness compare` (LoRA GGUF at run time, no merged export) on the test
+               split, greedy:
+                 anti-loop off (no_repeat_ngram_generated=0), llama.cpp: base, (a), (b)
+                 anti-loop on  (no_repeat_ngram_generated=N), --backends: base, (b)
+  4. tables    paired bootstrap 95% CIs (harness.compare.stats.comparisons) on the same test
+               products of unsupported claims per review, loop rate (degenerate_loop),
+               ROUGE-L, relevance to the reference review, attribute coverage:
+                 ablation    each step - the base model with anti-loop off, on llama.cpp;
+                             plus "anti-loop alone" (base with it on)
+                 acceptance  (b) - base, both with anti-loop on, per backend (issue #11)
 
-    .venv/bin/python benchmarks/grounded_ablation.py [--epochs 2] [--max-steps N] [--limit N]
-        [--output results/grounded_ablation] [--adapters-dir DIR] [--data data/prepared|demo]
+    .venv/bin/python benchmarks/grounded_ablation.py [--model NAME] [--epochs 2]
+        [--max-steps N] [--limit N] [--output results/grounded_ablation] [--adapters-dir DIR]
+        [--data data/prepared|demo] [--curated DIR] [--backends llama-cpp,hf]
+        [--arms curated-masked,curated] [--no-ablation]
 
 Every step is resumable: an adapter whose training.json matches the settings and data is
 reused, compare runs with resume=True. `--data demo` runs the whole thing on the demo set's
@@ -112,15 +116,17 @@ def run_compare(a, data: Path, out: Path, adapters_dir: Path, anti_loop: int) ->
     return [dict(c, run=str(run)) for c in cells if c["model"] == a.model]
 
 
-def pick(cells: list[dict], variant: str, adapter: str | None = None) -> dict:
+def pick(cells: list[dict], variant: str, adapter: str | None = None,
+         backend: str = "llama-cpp") -> dict:
     for c in cells:
-        if c["variant"] == variant and (adapter is None or Path(c["adapter"]).name == adapter):
+        if c["variant"] == variant and c["backend"] == backend and \
+                (adapter is None or Path(c["adapter"]).name == adapter):
             if not c.get("samples"):
-                raise HarnessError(f"{c['run']}: the {variant} cell"
+                raise HarnessError(f"{c['run']}: the {variant} {backend} cell"
                                    + (f" of {adapter}" if adapter else "")
                                    + f" did not finish ({c['status']}: {c.get('reason', '')})")
             return c
-    raise HarnessError(f"{cells[0]['run'] if cells else 'compare'}: no {variant} cell"
+    raise HarnessError(f"{cells[0]['run'] if cells else 'compare'}: no {variant} {backend} cell"
                        + (f" for adapter {adapter}" if adapter else ""))
 
 
@@ -133,12 +139,11 @@ def step_rows(step: str, base: dict, other: dict) -> list[dict]:
     return [dict(c, step=step) for c in comps if c["metric"] in METRICS]
 
 
-def print_table(rows: list[dict]) -> None:
+def print_table(rows: list[dict], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="tuned - base (base: the base model, anti-loop off), paired bootstrap 95% "
-                    "CI over the same test products")
+    t = Table(title=title)
     t.add_column("step")
     for m in METRICS.values():
         t.add_column(m, justify="right")
@@ -177,6 +182,9 @@ def main() -> None:
     ap.add_argument("--curated", type=Path, default=None, help="a curated split to train on "
                     "as it is (`harness data curate` output) instead of curating again; "
                     "adapters trained on other data are not reused")
+    ap.add_argument("--no-ablation", dest="ablation", action="store_false", help="only the "
+                    "anti-loop-on run (base and the recipe's adapter with the task's default "
+                    "decoding: the acceptance table), no anti-loop-off runs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
     ap.add_argument("--quiet", dest="progress", action="store_false")
@@ -225,23 +233,37 @@ def main() -> None:
         adapters[suffix] = dest
 
     # the test split is the prepared one (curation copies it unchanged)
-    off = run_compare(a, prepared, out / "compare-antiloop-off",
-                      link_adapters(out / "compare-adapters-off", list(adapters.values())), 0)
+    names = {k: v.name for k, v in adapters.items()}
+    rows = []
+    if a.ablation:
+        off = run_compare(a, prepared, out / "compare-antiloop-off",
+                          link_adapters(out / "compare-adapters-off", list(adapters.values())), 0)
     on = run_compare(a, prepared, out / "compare-antiloop-on",
                      link_adapters(out / "compare-adapters-on",
                                    [v for k, v in adapters.items() if k == "curated-masked"]),
                      anti_loop)
-    base = pick(off, "base")
-    names = {k: v.name for k, v in adapters.items()}
-    steps = [("(a) curation", pick(off, "tuned", names["curated"]))] if "curated" in names \
-        else []
+    if a.ablation:
+        base = pick(off, "base")
+        steps = [("(a) curation", pick(off, "tuned", names["curated"]))] \
+            if "curated" in names else []
+        if "curated-masked" in names:
+            steps += [("(b) curation + masking", pick(off, "tuned", names["curated-masked"])),
+                      (f"(b) + anti-loop (n={anti_loop})",
+                       pick(on, "tuned", names["curated-masked"]))]
+        steps += [(f"base + anti-loop (n={anti_loop})", pick(on, "base"))]
+        rows = [r for step, cell in steps for r in step_rows(step, base, cell)]
+        print_table(rows, "ablation on llama.cpp: each step - the base model with anti-loop off, "
+                          "paired bootstrap 95% CI over the same test products")
+    # issue #11's acceptance: tuned - base, both with the task's default decoding, per backend
+    accept = []
     if "curated-masked" in names:
-        steps += [("(b) curation + masking", pick(off, "tuned", names["curated-masked"])),
-                  (f"(b) + anti-loop (n={anti_loop})",
-                   pick(on, "tuned", names["curated-masked"]))]
-    steps += [(f"base + anti-loop (n={anti_loop})", pick(on, "base"))]
-    rows = [r for step, cell in steps for r in step_rows(step, base, cell)]
-    print_table(rows)
+        for backend in a.backends:
+            accept += step_rows(f"tuned - base, {backend}",
+                                pick(on, "base", backend=backend),
+                                pick(on, "tuned", names["curated-masked"], backend=backend))
+        print_table(accept, f"the recipe: tuned - base, both with anti-loop n={anti_loop} (the "
+                            "task's default decoding), paired bootstrap 95% CI")
+    base = pick(on, "base")
     report = {
         "model": a.model, "data": str(prepared), "limit": a.limit, "anti_loop": anti_loop,
         "n_test": len(base["samples"]), "curation": cur,
@@ -249,8 +271,9 @@ def main() -> None:
                                                "initial_val_loss", "best_val_loss",
                                                "best_step", "loss_masking", "wall_s")}
                      for k, r in records.items()},
-        "compare_runs": [str(out / "compare-antiloop-off"), str(out / "compare-antiloop-on")],
-        "rows": rows, "wall_s": round(time.perf_counter() - t0, 1),
+        "compare_runs": ([str(out / "compare-antiloop-off")] if a.ablation else [])
+        + [str(out / "compare-antiloop-on")],
+        "rows": rows, "acceptance_rows": accept, "wall_s": round(time.perf_counter() - t0, 1),
     }
     write_json(out / "ablation.json", report)
     log(f"wrote {out / 'ablation.json'} ({report['wall_s']:.0f} s)")

@@ -23,9 +23,9 @@ MAX_SEQS = 64          # sequences side by side in the KV cache (seq 0 holds the
 def _logprob_rows(rows: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """log p(target) and whether target is the argmax, for each row of float32 logits. `rows`
     is used as scratch (overwritten): a nextitem document has ~530 rows of the full vocabulary,
-    and a float64 copy of them took more time than the rest of the arithmetic (profile in issue
-    #12's note). exp in float32 after subtracting the row max, sums in float64: within 1e-7 of
-    the float64 computation per token."""
+    and a float64 copy of them was the largest cost after llama_decode in a profile (issue #12's
+    note). exp in float32 after subtracting the row max, sums in float64;
+    tests/test_llama_loglikelihood.py checks the values against score_tokens' float64 path."""
     top = rows.max(axis=1)
     picked = rows[np.arange(len(targets)), targets].astype(np.float64)
     greedy = picked >= top

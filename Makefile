@@ -3,10 +3,17 @@
 #   make test   set up .venv, run the test suite
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.stamp-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+STAMP  := $(VENV)/.stamp-$(shell (cat pyproject.toml; echo '$(LLAMA_CMAKE_ARGS)') | sha256sum | cut -c1-12)
 # Portable llama.cpp CPU build (x86-64-v3). The native build enables the AMX kernels, which
 # segfault in ggml_backend_amx_mul_mat on this workplace's CPUs (see README, "Known issues").
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+# No llamafile tinyBLAS: with it, F32/F16/Q8_0/Q5_0 matmuls of several tokens take other
+# kernels than those of one token, and batched greedy texts part from one-at-a-time ones
+# (README, "Compare": speed and identity of both builds, benchmarks/llama_builds.py).
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_LLAMAFILE=OFF
+# pip's wheel cache is keyed by the sdist, not by CMAKE_ARGS: the wheel is built once per
+# (version, flags) into its own folder and installed from there.
+LLAMA_PIN    := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
+LLAMA_WHEELS := $(HOME)/.cache/product-review-harness/llama-wheels/$(shell echo '$(LLAMA_PIN) $(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 # One variable per export line: `export A=1 B=1` would set A to "1 B=1".
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -38,8 +45,12 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	  $(PY) -m pip install -q -e '.[dev]'
+	ls $(LLAMA_WHEELS)/*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(PY) -m pip wheel -q --no-deps --no-cache-dir --no-binary llama-cpp-python \
+	    '$(LLAMA_PIN)' -w $(LLAMA_WHEELS)
+	$(PY) -m pip install -q --no-deps --force-reinstall $(LLAMA_WHEELS)/*.whl
+	$(PY) -m pip install -q -e '.[dev]'
 	rm -f $(VENV)/.stamp-*
 	touch $@
 

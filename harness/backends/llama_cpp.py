@@ -177,17 +177,24 @@ class BatchDecoder:
     """Greedy decoding of many requests side by side on one llama.cpp context.
 
     n_seq sequences, each with its own KV stream of n_ctx cells (kv_unified off): a sequence's
-    cells sit where a one-sequence context puts them. New prompts are prefilled together, up to
-    n_batch tokens per llama_decode; then each step is one llama_decode of one token per active
-    sequence. When a sequence finishes, its cells are freed (llama_memory_seq_rm) and the next
-    request starts in its slot (continuous batching).
+    cells sit where a one-sequence context puts them. The prompts' shared start (chat template,
+    system prompt, instruction: at least MIN_PREFIX tokens common to all jobs of a run) is
+    decoded once into one more stream and copied into each sequence's stream before the rest of
+    its prompt (llama_memory_seq_cp across streams copies the cells). New prompts are prefilled
+    together, up to n_batch tokens per llama_decode; then each step is one llama_decode of one
+    token per active sequence. When a sequence finishes, its cells are freed
+    (llama_memory_seq_rm) and the next request starts in its slot (continuous batching).
 
     Same texts as one request at a time when the model's matmuls take the same kernel for one
-    token and for several: so for the bundled SmolLM2 (Q4_1 layers). llama.cpp's CPU backend
-    runs F32/F16/Q8_0/Q5_0/Q4_0 weights through llamafile's tinyBLAS only for two or more
-    tokens (ggml's vec_dot for one), and those sums round differently; with such layers
-    (gemma3-270m's Q5_0, a LoRA's F32 A/B) batched greedy texts part from the one-at-a-time
-    ones at near-ties (tests/test_llama_batch.py measures and prints how often)."""
+    token and for several. The set-up builds llama.cpp without llamafile's tinyBLAS
+    (-DGGML_LLAMAFILE=OFF, Makefile), which a default build uses for F32/F16/Q8_0/Q5_0/Q4_0
+    weights only for two or more tokens (ggml's vec_dot for one): with it a LoRA's F32 tensors
+    and gemma3-270m's Q5_0 layers gave other sums, and texts that part at near-ties. Weights
+    that llama.cpp repacks for its multi-token kernels (Q4_0, Q4_K, IQ4_NL: gemma3-270m's
+    Q4_K_M) still take another kernel for several tokens (tests/test_llama_batch.py measures
+    and prints how often texts part)."""
+
+    MIN_PREFIX = 16   # shared prompt tokens worth a decode of their own and a stream copy each
 
     def __init__(self, llm, n_seq: int, n_ctx: int, eog: set[int], adapter=None):
         import llama_cpp
@@ -195,8 +202,8 @@ class BatchDecoder:
 
         self._lc = llama_cpp
         params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
-        params.n_ctx = n_ctx * n_seq
-        params.n_seq_max = n_seq
+        params.n_ctx = n_ctx * (n_seq + 1)
+        params.n_seq_max = n_seq + 1            # the last stream holds the shared prefix
         params.kv_unified = False
         self.ctx = internals.LlamaContext(model=llm._model, params=params, verbose=False)
         self.n_batch = max(int(params.n_batch), n_seq)
@@ -204,6 +211,7 @@ class BatchDecoder:
                                           verbose=False)
         self.mem = llama_cpp.llama_get_memory(self.ctx.ctx)
         self.llm, self.n_seq, self.eog, self.n_vocab = llm, n_seq, eog, llm.n_vocab()
+        self.prefix_seq = n_seq
         # warm up (the first decodes of a context set up its compute graphs): a short prompt,
         # then one token for every sequence
         toks = llm.tokenize(b"Warm up the prompt path of this model once.", add_bos=False)[:16]
@@ -214,6 +222,7 @@ class BatchDecoder:
         self.set_adapter(adapter)
         self.decodes = 0   # llama_decode calls so far (tests read it)
         self.moves = 0     # sequences moved to a lower slot (_compact)
+        self.reused = 0    # prompt tokens copied from the shared prefix instead of decoded
 
     def set_adapter(self, adapter) -> None:
         set_lora(self.ctx.ctx, adapter)
@@ -223,20 +232,42 @@ class BatchDecoder:
         self.decodes += 1
         return decode_rows(self.ctx, self.batch, items, self.n_vocab)
 
-    def _prefill(self, seqs: list[_Seq]) -> None:
-        """Decode the prompts of seqs, several per llama_decode (up to n_batch tokens); each
-        gets its logits row, and its time to first token: from the start of the decode holding
-        its first prompt token to the end of the one holding its last."""
-        items, owner = [], []
+    @classmethod
+    def shared_prefix(cls, jobs: list[GenJob]) -> int:
+        """How many first prompt tokens all jobs share (each keeps at least its last token to
+        decode itself: its logits row); 0 when under MIN_PREFIX or for a single job."""
+        if len(jobs) < 2:
+            return 0
+        first, n = jobs[0].prompt, min(len(j.prompt) for j in jobs) - 1
+        for j in jobs[1:]:
+            n = next((k for k in range(n) if j.prompt[k] != first[k]), n)
+        return n if n >= cls.MIN_PREFIX else 0
+
+    def _decode_prefix(self, tokens: list[int]) -> None:
+        for c in range(0, len(tokens), self.n_batch):
+            self._decode([(t, p, self.prefix_seq, False)
+                          for p, t in enumerate(tokens[c:c + self.n_batch], c)])
+
+    def _prefill(self, seqs: list[_Seq], skip: int = 0) -> None:
+        """Decode the prompts of seqs after their first `skip` tokens (the shared prefix, copied
+        from its stream), several per llama_decode (up to n_batch tokens); each gets its logits
+        row, and its time to first token: from the start of the decode holding its first decoded
+        prompt token to the end of the one holding its last."""
+        items, owner, first = [], [], set()
         for s in seqs:
+            if skip:
+                self._lc.llama_memory_seq_cp(self.mem, self.prefix_seq, s.slot, -1, -1)
+                self.reused += skip
             n = len(s.job.prompt)
-            items += [(t, p, s.slot, p == n - 1) for p, t in enumerate(s.job.prompt)]
-            owner += [s] * n
+            first.add(len(items))
+            items += [(t, p, s.slot, p == n - 1)
+                      for p, t in enumerate(s.job.prompt[skip:], skip)]
+            owner += [s] * (n - skip)
         for c in range(0, len(items), self.n_batch):
             t0 = time.perf_counter()
             chunk = range(c, min(c + self.n_batch, len(items)))
             for i in chunk:
-                if items[i][1] == 0:
+                if i in first:
                     owner[i].started = t0
             rows = iter(self._decode([items[i] for i in chunk]))
             t1 = time.perf_counter()
@@ -268,6 +299,10 @@ class BatchDecoder:
         todo = deque(enumerate(jobs))
         active: list[_Seq] = []
         t_start, prefill_s, most, ttfts, n_gen = time.perf_counter(), 0.0, 0, [], 0
+        skip = self.shared_prefix(jobs)
+        if skip:
+            self._decode_prefix(jobs[0].prompt[:skip])
+            prefill_s += time.perf_counter() - t_start
         while todo or active:
             new = []
             for slot in sorted(set(range(self.n_seq)) - {s.slot for s in active}):
@@ -277,7 +312,7 @@ class BatchDecoder:
                 new.append(_Seq(i, job, slot, StopScanner(self.llm, job.until)))
             if new:
                 t0 = time.perf_counter()
-                self._prefill(new)
+                self._prefill(new, skip)
                 prefill_s += time.perf_counter() - t0
                 active += new
             most = max(most, len(active))
@@ -305,6 +340,7 @@ class BatchDecoder:
         wall = time.perf_counter() - t_start
         METER.add_concurrent(sum(len(j.prompt) for j in jobs), ttfts, n_gen, prefill_s,
                              wall - prefill_s, most)
+        METER.prompt_tokens_reused += skip * (len(jobs) - 1)
         return out
 
 

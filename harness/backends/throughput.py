@@ -22,6 +22,10 @@ generation phase (e.g. one generate_until call) in `with METER.phase():`. `harne
     wall_s                        from backend start to summary (model load included)
     peak_rss_mb                   peak resident memory of the process
     requests, prompt_tokens, generated_tokens, load_s (model and adapter loading)
+    prompt_tokens_reused          prompt tokens not run through the model because the prompts'
+                                  shared start was decoded once and copied to each sequence
+                                  (llama.cpp batching); prompt_tokens counts them, so
+                                  prompt_tokens_per_second is the effective rate
 
 Loglikelihood ranking (multiple-choice documents; only when there were any):
     loglikelihood_docs            documents (one shared context, several continuations)
@@ -62,6 +66,7 @@ class Meter:
     ll_docs: int = 0              # loglikelihood documents (shared-context groups)
     ll_tokens: int = 0            # tokens run through the model for them
     ll_naive_tokens: int = 0      # tokens the pair-by-pair path would run
+    prompt_tokens_reused: int = 0  # shared prompt prefix: decoded once, copied to the others
     _depth: int = 0
 
     def reset(self) -> None:
@@ -137,6 +142,7 @@ class Meter:
             "prompt_tokens": self.prompt_tokens,
             "generated_tokens": generated,
             "load_s": round(self.load_s, 3),
+            "prompt_tokens_reused": self.prompt_tokens_reused,
             **({"loglikelihood_docs": self.ll_docs,
                 "loglikelihood_tokens_per_doc": round(self.ll_tokens / self.ll_docs, 1),
                 "loglikelihood_naive_tokens_per_doc": round(self.ll_naive_tokens / self.ll_docs,

@@ -176,7 +176,7 @@ def main() -> None:
                     f"best of {args.repeat}; ratios to {builds[0]['name']}")
     for c in ("model", "build", "prompt tok/s", "gen tok/s", f"batch-{args.batch} gen tok/s",
               "batched texts ≠ one-at-a-time"):
-        t.add_column(c)
+        t.add_column(c, no_wrap=c in ("model", "build"))
     rows = []
     for m in models:
         ref = runs[(builds[0]["name"], m)]

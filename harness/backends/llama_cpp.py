@@ -222,7 +222,6 @@ class BatchDecoder:
         self.set_adapter(adapter)
         self.decodes = 0   # llama_decode calls so far (tests read it)
         self.moves = 0     # sequences moved to a lower slot (_compact)
-        self.reused = 0    # prompt tokens copied from the shared prefix instead of decoded
 
     def set_adapter(self, adapter) -> None:
         set_lora(self.ctx.ctx, adapter)
@@ -257,7 +256,6 @@ class BatchDecoder:
         for s in seqs:
             if skip:
                 self._lc.llama_memory_seq_cp(self.mem, self.prefix_seq, s.slot, -1, -1)
-                self.reused += skip
             n = len(s.job.prompt)
             first.add(len(items))
             items += [(t, p, s.slot, p == n - 1)

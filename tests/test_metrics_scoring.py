@@ -193,3 +193,33 @@ def test_nli_tier_code_path(demo, tiny_nli):
     with pytest.raises(HarnessError, match="not an NLI model directory"):
         score_reviews([demo[0]], ["x y z."], ScoringConfig(nli_model="/nonexistent",
                                                            scorers=("nli",)))
+
+
+def test_reference_lm_matches_a_float64_path(demo):
+    """The reference LM scores several texts in one decode and takes log-probabilities straight
+    from llama.cpp's buffer in float32 (sums in float64); each text's bits and end bits must
+    equal a float64 log-softmax over a copy of the same decode's logits. (The same decode: a
+    text decoded alone gets logits up to ~1 apart from the batched ones, llama.cpp's numerics
+    depend on the batch; bits per text moved 0.4% on these.)"""
+    import numpy as np
+
+    from harness.backends.reference import BATCH_SEQS, BATCH_TOKENS, LN2, reference_lm
+
+    ref = reference_lm(REFERENCE)
+    texts = [r["review"] for r in demo[:6]] + ["Good power bank for the price and the"]
+    got = ref.score(texts)
+    prepared = [ref._tokens(t) for t in texts]
+    seqs = [toks for toks, _, _ in prepared]
+    assert sum(map(len, seqs)) <= BATCH_TOKENS and len(seqs) <= BATCH_SEQS   # one decode
+    logits = ref._decode(seqs).astype(np.float64)                            # a copy
+    row = 0
+    for (toks, n_bytes, truncated), s in zip(prepared, got):
+        lg = logits[row:row + len(toks)]
+        row += len(toks)
+        mx = lg.max(axis=1)
+        lse = np.log(np.exp(lg - mx[:, None]).sum(axis=1)) + mx
+        bits = -(lg[np.arange(len(toks) - 1), toks[1:]] - lse[:-1]).sum() / LN2
+        end = -np.log(np.exp(lg[-1, ref.end_ids] - lse[-1]).sum()) / LN2
+        assert s.n_bytes == n_bytes and s.n_tokens == len(toks) - 1 and not truncated
+        assert s.bits == pytest.approx(bits, rel=1e-6)
+        assert s.end_bits == pytest.approx(end, rel=1e-6, abs=1e-6)

@@ -20,19 +20,24 @@ import numpy as np
 MAX_SEQS = 64          # sequences side by side in the KV cache (seq 0 holds the context)
 
 
-def _logprob_rows(rows: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """log p(target) and whether target is the argmax, for each row of float32 logits. `rows`
-    is used as scratch (overwritten): a nextitem document has ~530 rows of the full vocabulary,
-    and a float64 copy of them was the largest cost after llama_decode in a profile (issue #12's
-    note). exp in float32 after subtracting the row max, sums in float64;
-    tests/test_llama_loglikelihood.py checks the values against score_tokens' float64 path."""
+def lse_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row max, log-sum-exp in float64) of each row of float32 logits. `rows` is scratch
+    (overwritten): exp in float32 after subtracting the row max, sums in float64. A nextitem
+    document has ~530 rows of the full vocabulary and the fluency reference (gemma3-270m)
+    a 262k-wide row per token: float64 copies of them cost more than llama_decode did (issue
+    #12). tests/test_llama_loglikelihood.py checks the values against a float64 path."""
     top = rows.max(axis=1)
-    picked = rows[np.arange(len(targets)), targets].astype(np.float64)
-    greedy = picked >= top
     rows -= top[:, None]
     np.exp(rows, out=rows)
-    lse = top.astype(np.float64) + np.log(rows.sum(axis=1, dtype=np.float64))
-    return picked - lse, greedy
+    return top, top.astype(np.float64) + np.log(rows.sum(axis=1, dtype=np.float64))
+
+
+def _logprob_rows(rows: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log p(target) and whether target is the argmax, for each row of float32 logits; `rows`
+    is scratch (lse_rows)."""
+    picked = rows[np.arange(len(targets)), targets].astype(np.float64)
+    top, lse = lse_rows(rows)
+    return picked - lse, picked >= top
 
 
 def set_lora(ctx, adapter=None, scale: float = 1.0) -> None:
@@ -49,26 +54,31 @@ def set_lora(ctx, adapter=None, scale: float = 1.0) -> None:
         raise RuntimeError("llama.cpp could not set the LoRA adapter on a context")
 
 
-def decode_rows(ctx, batch, items: list[tuple[int, int, int, bool]], n_vocab: int) -> np.ndarray:
+def decode_view(ctx, batch, items: list[tuple[int, int, int, bool]], n_vocab: int) -> np.ndarray:
     """One llama_decode of items (token, position, sequence, want logits) on an
-    internals.LlamaContext with an internals.LlamaBatch; returns a copy of the wanted logit rows,
-    in item order."""
+    internals.LlamaContext with an internals.LlamaBatch; returns the wanted logit rows, in item
+    order, as a view of llama.cpp's own output buffer: no copy (copying ~530 rows of 49k or
+    262k floats cost as much as the decode), valid until the next decode on ctx, and free to be
+    overwritten (lse_rows uses it as scratch)."""
     import llama_cpp
 
     b = batch.batch
     b.n_tokens = len(items)
-    want = []
+    n_out = 0
     for i, (tok, pos, seq, logits) in enumerate(items):
         b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, logits
         b.seq_id[i][0] = seq
-        if logits:
-            want.append(i)
+        n_out += bool(logits)
     ctx.decode(batch)
-    rows = np.empty((len(want), n_vocab), dtype=np.float32)
-    for r, i in enumerate(want):
-        rows[r] = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx.ctx, i),
-                                        shape=(n_vocab,))
-    return rows
+    if not n_out:
+        return np.empty((0, n_vocab), dtype=np.float32)
+    # llama_get_logits: the output rows of the last decode, in batch order (llama.h)
+    return np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx.ctx), shape=(n_out, n_vocab))
+
+
+def decode_rows(ctx, batch, items: list[tuple[int, int, int, bool]], n_vocab: int) -> np.ndarray:
+    """decode_view, copied (the rows outlive the next decode)."""
+    return decode_view(ctx, batch, items, n_vocab).copy()
 
 
 class GroupScorer:
@@ -99,19 +109,38 @@ class GroupScorer:
         return len(context) + max(len(c) for c in conts) - 1 <= self.n_ctx
 
     def _decode(self, items: list[tuple[int, int, int, bool]]) -> np.ndarray:
-        """items: (token, position, sequence, want logits); returns the wanted logit rows."""
+        """items: (token, position, sequence, want logits); returns the wanted logit rows (a
+        view, valid until the next decode)."""
         self.decodes += 1
-        return decode_rows(self.ctx, self.batch, items, self.n_vocab)
+        return decode_view(self.ctx, self.batch, items, self.n_vocab)
 
-    def _run(self, items: list[tuple[int, int, int, bool]]) -> np.ndarray:
-        out = [self._decode(items[i:i + self.n_batch]) for i in range(0, len(items), self.n_batch)]
-        return np.concatenate(out) if out else np.empty((0, self.n_vocab), np.float32)
+    def _chunks(self, items: list[tuple[int, int, int, bool]]):
+        for i in range(0, len(items), self.n_batch):
+            yield self._decode(items[i:i + self.n_batch])
+
+    def _last_row(self, items: list[tuple[int, int, int, bool]]) -> np.ndarray:
+        """Decode items (a context whose last token wants logits); a copy of that row."""
+        for rows in self._chunks(items):
+            pass
+        return rows[-1:].copy()
+
+    def _logprobs(self, items: list[tuple[int, int, int, bool]],
+                  targets: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Decode items (every one wants logits): log p(target) and is-argmax per item, computed
+        on each decode's own output buffer."""
+        lps, oks, at = [], [], 0
+        for rows in self._chunks(items):
+            lp, ok = _logprob_rows(rows, np.asarray(targets[at:at + len(rows)]))
+            lps.append(lp)
+            oks.append(ok)
+            at += len(rows)
+        return np.concatenate(lps), np.concatenate(oks)
 
     def score(self, context: list[int], conts: list[list[int]]) -> list[tuple[float, bool]]:
         lc, L = self._lc, len(context)
         lc.llama_memory_clear(self.mem, True)
         items = [(t, p, 0, p == L - 1) for p, t in enumerate(context)]
-        last = self._run(items)[-1:]                        # predicts every first token
+        last = self._last_row(items)                        # predicts every first token
         first_lp, first_ok = _logprob_rows(np.repeat(last, len(conts), axis=0),
                                            np.array([c[0] for c in conts]))   # (a copy)
         results: list[tuple[float, bool]] = [(float(a), bool(b))
@@ -130,7 +159,7 @@ class GroupScorer:
                 c = conts[i]
                 items += [(t, L + j, seq, True) for j, t in enumerate(c[:-1])]
                 targets += c[1:]
-            lp, ok = _logprob_rows(self._run(items), np.array(targets))
+            lp, ok = self._logprobs(items, targets)
             at = 0
             for i in take:
                 n = len(conts[i]) - 1

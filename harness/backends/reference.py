@@ -1,7 +1,7 @@
 """The reference LM of the fluency metric: a GGUF that scores texts (the log-probability of
 every token) in llama.cpp, the model under test never (harness.metrics.fluency picks it).
 Several texts are scored in one decode call (one sequence id each, so they never attend to
-each other; the decode itself is llama_scoring.decode_rows, the loglikelihood backend's); the
+each other; the decode itself is llama_scoring.decode_view, the loglikelihood backend's); the
 model loads once per process and reference name (`reference_lm`, cached)."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import HarnessError
 from .gguf_reader import check_magic
-from .llama_scoring import decode_rows
+from .llama_scoring import decode_view, lse_rows
 
 LN2 = math.log(2)
 # A token that ends a sentence: terminal punctuation, optionally with quotes / brackets /
@@ -132,9 +132,10 @@ class ReferenceLM:
         return toks, len(covered), True
 
     def _decode(self, seqs: list[list[int]]) -> np.ndarray:
-        """Logits of every position of every sequence (one sequence id each), one decode."""
+        """Logits of every position of every sequence (one sequence id each), one decode; a
+        view of llama.cpp's buffer (decode_view)."""
         self.ctx.kv_cache_clear()
-        return decode_rows(self.ctx, self.batch, [(tok, pos, sid, True)
+        return decode_view(self.ctx, self.batch, [(tok, pos, sid, True)
                                                   for sid, toks in enumerate(seqs)
                                                   for pos, tok in enumerate(toks)], self.n_vocab)
 
@@ -152,16 +153,17 @@ class ReferenceLM:
             logits = self._decode(seqs)
             row = 0
             for i, toks in zip(group, seqs):
-                lg = logits[row:row + len(toks)].astype(np.float64)
+                lg = logits[row:row + len(toks)]
                 row += len(toks)
-                mx = lg.max(axis=1, keepdims=True)
-                lse = np.log(np.exp(lg - mx).sum(axis=1)) + mx[:, 0]
-                tok_lp = lg[np.arange(len(toks) - 1), toks[1:]] - lse[:-1]
                 _, n_bytes, truncated = prepared[i]
+                picked = lg[np.arange(len(toks) - 1), toks[1:]].astype(np.float64)
+                ends = None if truncated else lg[-1, self.end_ids].astype(np.float64)
+                _, lse = lse_rows(lg)                     # overwrites lg
+                tok_lp = picked - lse[:-1]
                 end_lp = None
-                if not truncated:
-                    end_lp = float(np.log(np.exp(lg[-1, self.end_ids] - mx[-1, 0]).sum())
-                                   + mx[-1, 0] - lse[-1])
+                if ends is not None:
+                    m = ends.max()
+                    end_lp = float(m + np.log(np.exp(ends - m).sum()) - lse[-1])
                 out[i] = LMScore(bits=float(-tok_lp.sum() / LN2), n_bytes=n_bytes,
                                  end_bits=None if end_lp is None else -end_lp / LN2,
                                  n_tokens=len(toks) - 1)

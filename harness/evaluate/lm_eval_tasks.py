@@ -12,6 +12,7 @@ needs `make setup` (or `python -m harness.evaluate.lm_eval_tasks`) again. Stubs 
 gone are removed."""
 from __future__ import annotations
 
+import re
 import sys
 from importlib.util import find_spec
 from pathlib import Path
@@ -77,6 +78,27 @@ def include_path(tasks_dir: Path = TASKS_DIR) -> str | None:
     """What to pass to lm-eval's `include_path`: nothing when set-up registered these tasks
     (lm-eval would index them twice and warn that each overrides itself), else tasks_dir."""
     return None if registered(tasks_dir) else str(tasks_dir)
+
+
+def own_task_names(tasks_dir: Path = TASKS_DIR) -> set[str]:
+    """The task, tag and group names this project's task YAMLs define."""
+    names: set[str] = set()
+    for y in Path(tasks_dir).glob("*/*.yaml"):
+        for line in y.read_text(encoding="utf-8").splitlines():
+            m = re.match(r"(task|tag|group):\s*([\w.-]+)\s*$", line)
+            if m:
+                names.add(m.group(2))
+    return names
+
+
+def task_manager_args(tasks: list[str], tasks_dir: Path = TASKS_DIR) -> dict:
+    """TaskManager keyword arguments for a run of `tasks`. When they are all this project's,
+    lm-eval indexes only tasks/ (indexing its own ~13k task YAMLs took 10 s of every cell);
+    otherwise everything, as stock lm-eval does."""
+    if tasks and all(isinstance(t, str) for t in tasks) and \
+            set(tasks) <= own_task_names(tasks_dir):
+        return {"include_path": str(tasks_dir), "include_defaults": False}
+    return {"include_path": include_path(tasks_dir)}
 
 
 def main() -> int:

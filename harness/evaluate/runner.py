@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import HarnessError
 from ..files import write_json
 from ..models import DEFAULT_MODEL, set_offline_defaults
-from .lm_eval_tasks import include_path
+from .lm_eval_tasks import include_path, task_manager_args
 
 # lm-eval model name -> our registered class ("hf" gets throughput timing)
 MODEL_ALIASES = {"hf": "harness-hf", "huggingface": "harness-hf"}
@@ -311,7 +311,8 @@ def evaluate(model, model_args: str | dict, tasks: list[str], *, limit: int | No
         apply_chat_template = is_chat_model(margs)
     METER.reset()
     MetricClock.reset()
-    tm = TaskManager(include_path=include_path(), metadata=metadata)
+    tm = TaskManager(metadata=metadata, **task_manager_args(
+        [tasks] if isinstance(tasks, str) else list(tasks)))
     if isinstance(model, str):
         model = MODEL_ALIASES.get(model, model)
     res = simple_evaluate(model=model, model_args=margs, tasks=tasks,

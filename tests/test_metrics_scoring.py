@@ -223,3 +223,23 @@ def test_reference_lm_matches_a_float64_path(demo):
         assert s.n_bytes == n_bytes and s.n_tokens == len(toks) - 1 and not truncated
         assert s.bits == pytest.approx(bits, rel=1e-6)
         assert s.end_bits == pytest.approx(end, rel=1e-6, abs=1e-6)
+
+
+def test_relevance_ranks_a_review_naming_another_brand_lower(demo):
+    """A review that names another brand as this product's maker (a contradicted brand claim)
+    is less about this product: relevance_product drops by the other-brand term, and the same
+    review naming the product's own brand does not. (Brands written for this test: the demo
+    product is the invented "Voltra" power bank; "Ampero" is invented too.)"""
+    from harness.metrics.hallucination import check_claims
+    from harness.metrics.relevance import OTHER_BRAND_PENALTY, relevance_scorer
+
+    rec = demo[0]
+    own = "This Voltra power bank charges my phone twice and fits in my bag."
+    other = "This Ampero power bank charges my phone twice and fits in my bag."
+    claims = [check_claims(rec["product"], t) for t in (own, other)]
+    assert not any(c["kind"] == "brand" and c["status"] == "contradicted" for c in claims[0])
+    assert any(c["kind"] == "brand" and c["status"] == "contradicted" for c in claims[1])
+    a, b = relevance_scorer([rec, rec], [own, other])
+    assert b["relevance_product"] < a["relevance_product"] - OTHER_BRAND_PENALTY + 0.1
+    # the embedding part barely moves with one brand word
+    assert abs(a["relevance_product_cosine"] - b["relevance_product_cosine"]) < 0.1

@@ -221,6 +221,12 @@ def _print_gold(report: dict) -> None:
     if report.get("relevance"):
         row("relevance: own > same-leaf other review", report["relevance"]["accuracy"],
             "relevance_accuracy")
+        rd = report["relevance"].get("reader")
+        if rd:
+            row("  a reader picks the own review (pairs it could tell)",
+                rd["reader_accuracy_decided"])
+            row("  relevance on the pairs the reader could tell", rd["metric_accuracy_decided"])
+            row("  relevance where the reader could not (either)", rd["metric_accuracy_either"])
     ag = report.get("agreement") or {}
     if ag.get("review_kappa"):
         row("agreement: kappa, review has bad claim", ag["review_kappa"])

@@ -5,7 +5,9 @@
 * relevance_product   that cosine measured against the catalogue (the task data, see
                       catalogue.py): minus the review's cosine with the average product, plus
                       its affinity to the average product of this product's category, minus
-                      0.05 when it names a product type (a category word) this product is not.
+                      0.05 when it names a product type (a category word) this product is not,
+                      minus 0.5 when it names another brand as this product's (a contradicted
+                      brand claim of check_claims).
                       Generic praise ("works fine, value for money") scores near 0 for every
                       product. `harness metrics validate` shows it ranks a product's own review
                       above another category's review more often than the raw cosine does.
@@ -25,7 +27,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import lexicon as lx
-from .hallucination import SUPPORTED, COLOUR_FAMILY, check_claims, facts_of
+from .hallucination import CONTRADICTED, SUPPORTED, COLOUR_FAMILY, check_claims, facts_of
 from .text import rouge_l
 
 EMBED_BATCH = 64
@@ -72,6 +74,11 @@ def product_embedding_text(product: dict) -> str:
 CENTROID_PRODUCTS = 256
 CATEGORY_WEIGHT = 1.0         # weight of the review's affinity to the product's category
 OTHER_TYPE_PENALTY = 0.05     # the review names a product type this product is not
+# the review names another brand as this product's: larger than the usual gap between two
+# reviews' scores, so such a review ranks below one that does not (issue #13: chosen on the gold
+# set's development half, where a reader's most common reason for telling two same-category
+# reviews apart was another brand; own > other there 0.614 -> 0.665)
+OTHER_BRAND_PENALTY = 0.5
 MAX_TYPE_DF = 0.15            # type words in more products' texts than this are too generic
 IRREGULAR = {"mice": "mouse"}
 
@@ -146,13 +153,15 @@ def catalogue() -> Catalogue:
 
 
 def product_relevance(text_vec: np.ndarray, product_vec: np.ndarray, product: dict,
-                      text: str) -> tuple[float, float]:
+                      text: str, claims: list[dict] | None = None) -> tuple[float, float]:
     """(relevance_product, relevance_product_cosine) of one review and its product:
 
         cos(review, product) - cos(review, average product)
         + cos(review, average product of its category) - cos(review, average product)
         - 0.05 if the review names a product type (a category word) the product's text lacks
-    """
+        - 0.5 if it names another brand as this product's
+
+    `claims`: check_claims(product, text) when the caller has them."""
     cat = catalogue()
     cos = float(text_vec @ product_vec)
     base = float(text_vec @ cat.centroid)
@@ -161,7 +170,11 @@ def product_relevance(text_vec: np.ndarray, product_vec: np.ndarray, product: di
     own = _stems(" ".join([product.get("title", "")] + product.get("category", []) +
                           product.get("features", [])))
     other_type = bool(named - own)
-    return cos - base + CATEGORY_WEIGHT * affinity - OTHER_TYPE_PENALTY * other_type, cos
+    if claims is None:
+        claims = check_claims(product, text)
+    other_brand = any(c["kind"] == "brand" and c["status"] == CONTRADICTED for c in claims)
+    return (cos - base + CATEGORY_WEIGHT * affinity - OTHER_TYPE_PENALTY * other_type
+            - OTHER_BRAND_PENALTY * other_brand), cos
 
 
 # --- attribute coverage --------------------------------------------------------------------
@@ -242,12 +255,13 @@ def relevance_scorer(records: list[dict], texts: list[str],
     out = []
     for i, (rec, text) in enumerate(zip(records, texts)):
         empty = not text.strip()
+        cl = claims[i] if claims else check_claims(rec["product"], text)
         rel, cos = (0.0, 0.0) if empty else product_relevance(e_txt[i], e_prod[i],
-                                                               rec["product"], text)
+                                                               rec["product"], text, cl)
         d = {"relevance_product": rel, "relevance_product_cosine": cos,
              "relevance_reference": 0.0 if empty or not refs[i] else float(e_txt[i] @ e_ref[i]),
              "rouge_l": rouge_l(text, refs[i])}
-        cov = attribute_coverage(rec["product"], text, claims[i] if claims else None)
+        cov = attribute_coverage(rec["product"], text, cl)
         if cov is not None:
             d["attribute_coverage"] = cov
         out.append(d)

@@ -21,6 +21,11 @@ figures, each with a bootstrap 95% CI over reviews (harness.metrics.bootstrap):
                  category leaf (the last category element; when the leaf has no other product,
                  the deepest shared category level, counted in `fallback`); accuracy = share of
                  pairs where relevance_product(own) > relevance_product(other).
+                 Reader labels (a gold file whose rows carry `reader`, e.g.
+                 tests/data/gold_relevance_reader.jsonl): a person shown the product and the
+                 two reviews in hidden order said which one is about it, or "either" when
+                 nothing in them tells; `reader` in the figures gives the reader's own
+                 accuracy and the metric's accuracy on the pairs the reader could decide.
   agreement      items labelled twice (same id in two passes): Cohen's kappa at review level
                  (has a bad claim: yes / no) and at character level (each character labelled
                  none / supported / unsupported / contradicted), and on the fluency label.
@@ -130,12 +135,30 @@ def _check_item(row: dict, where: str) -> GoldItem:
                     fluency=flu, labeller=row.get("labeller"), where=where)
 
 
+READER_CHOICES = ("own", "other", "either")
+
+
+def _check_reader(row: dict, where: str) -> dict:
+    missing = [k for k in ("id", "other_product", "other_review_sha256", "reader") if k not in row]
+    if missing:
+        raise HarnessError(f"{where}: relevance reader label lacks {', '.join(missing)}")
+    if row["reader"] not in READER_CHOICES:
+        raise HarnessError(f"{where}: reader {row['reader']!r} is not one of "
+                           f"{', '.join(READER_CHOICES)}")
+    return {**row, "where": where}
+
+
 def read_gold(paths: Iterable[str | Path]) -> list[GoldItem]:
     """Every item of the gold files, in file order; a malformed item is one HarnessError naming
-    the file and line."""
+    the file and line. Rows with a `reader` key are relevance reader labels
+    (read_gold_and_reader returns both)."""
+    return read_gold_and_reader(paths)[0]
+
+
+def read_gold_and_reader(paths: Iterable[str | Path]) -> tuple[list[GoldItem], dict[str, dict]]:
     from ...files import read_jsonl
 
-    items = []
+    items, reader = [], {}
     for p in paths:
         p = Path(p)
         if not p.is_file():
@@ -144,8 +167,14 @@ def read_gold(paths: Iterable[str | Path]) -> list[GoldItem]:
         lines = [i for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
                  if line.strip()]
         for lineno, row in zip(lines, read_jsonl(p)):
-            items.append(_check_item(row, f"{p}:{lineno}"))
-    return items
+            if isinstance(row, dict) and "reader" in row:
+                lab = _check_reader(row, f"{p}:{lineno}")
+                if lab["id"] in reader:
+                    raise HarnessError(f"{p}:{lineno}: a second reader label for {lab['id']}")
+                reader[lab["id"]] = lab
+            else:
+                items.append(_check_item(row, f"{p}:{lineno}"))
+    return items, reader
 
 
 def primary_and_second(items: list[GoldItem]) -> tuple[list[GoldItem], list[tuple[GoldItem,
@@ -579,11 +608,46 @@ def relevance_rows(pairs: list[dict], by_id: dict,
     return rows
 
 
-def relevance_summary(rows: list[dict], skipped: int = 0) -> dict:
+def reader_figures(rows: list[dict], reader: dict[str, dict]) -> dict | None:
+    """The reader's choices on these pairs (a label counts only for the pair it was made on:
+    same other product, same other review) and the metric's accuracy where the reader could
+    tell: `metric_accuracy_decided` over pairs the reader answered own or other,
+    `metric_accuracy_reader_right` over pairs the reader answered own."""
+    if not reader:
+        return None
+    got, stale = [], 0
+    for r in rows:
+        lab = reader.get(r["id"])
+        if lab is None:
+            continue
+        if lab["other_product"] != r["other_product"] or \
+                lab["other_review_sha256"] != sha256_text(r["other_review"]):
+            stale += 1
+            continue
+        got.append((r, lab))
+    choices = Counter(lab["reader"] for _, lab in got)
+    decided = [(r, lab) for r, lab in got if lab["reader"] != "either"]
+    return {"labelled": len(got), "stale": stale, "unlabelled": len(rows) - len(got) - stale,
+            "choices": {k: choices.get(k, 0) for k in READER_CHOICES},
+            "reader_accuracy_decided": _mean_ci([float(lab["reader"] == "own")
+                                                 for _, lab in decided]),
+            "metric_accuracy_decided": _mean_ci([float(r["win"]) for r, _ in decided]),
+            "metric_accuracy_reader_right": _mean_ci([float(r["win"]) for r, lab in decided
+                                                      if lab["reader"] == "own"]),
+            "metric_accuracy_either": _mean_ci([float(r["win"]) for r, lab in got
+                                                if lab["reader"] == "either"])}
+
+
+def relevance_summary(rows: list[dict], skipped: int = 0,
+                      reader: dict[str, dict] | None = None) -> dict:
     levels = Counter(r["level"] for r in rows)
-    return {"accuracy": _mean_ci([float(r["win"]) for r in rows]), "pairs": len(rows),
-            "skipped_no_category": skipped, "leaf_pairs": levels.get("leaf", 0),
-            "fallback": {k: v for k, v in sorted(levels.items()) if k != "leaf"}}
+    out = {"accuracy": _mean_ci([float(r["win"]) for r in rows]), "pairs": len(rows),
+           "skipped_no_category": skipped, "leaf_pairs": levels.get("leaf", 0),
+           "fallback": {k: v for k, v in sorted(levels.items()) if k != "leaf"}}
+    fig = reader_figures(rows, reader or {})
+    if fig is not None:
+        out["reader"] = fig
+    return out
 
 
 # --- agreement -------------------------------------------------------------------------------
@@ -711,7 +775,7 @@ def run_gold(gold_files: list[str | Path], records: list[dict] | None = None, *,
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         raise HarnessError(f"unknown part(s) {', '.join(unknown)}; known: {', '.join(PARTS)}")
-    items = read_gold(gold_files)
+    items, reader = read_gold_and_reader(gold_files)
     if not items:
         raise HarnessError("the gold files hold no items")
     if records is None:
@@ -779,9 +843,10 @@ def run_gold(gold_files: list[str | Path], records: list[dict] | None = None, *,
             skipped = [it.id for it, p in zip(real, pairs) if p is None]
             report["relevance"] = relevance_summary(
                 [r for r in rows if r["id"] in half_ids],
-                sum(i in half_ids for i in skipped))
-            errors["relevance_losses"] = [r for r in rows if r["id"] in dev_ids
-                                          and not r["win"]][:N_ERRORS]
+                sum(i in half_ids for i in skipped), reader)
+            errors["relevance_losses"] = [
+                {**r, "reader": reader.get(r["id"], {}).get("reader")} for r in rows
+                if r["id"] in dev_ids and not r["win"]][:N_ERRORS]
     if "agreement" in parts:
         report["agreement"] = agreement(second)
         kinds = sorted({a.kind for a, _ in second})

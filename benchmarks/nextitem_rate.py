@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness.models import DEFAULT_MODEL  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -37,7 +39,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--goal-s", type=float, default=180.0, help="seconds for --goal-docs")
     ap.add_argument("--goal-docs", type=int, default=200)
-    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--data", type=Path,
                     default=ROOT / "data" / "prepared" / "product_nextitem" / "test.jsonl")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "nextitem_rate.json")

@@ -1,7 +1,7 @@
 """How fast the product_nextitem scorer pushes tokens through the model, against the rate this
 CPU prefills the same model at, in one run (issue #12's 3-min goal for 200 documents).
 
-A nextitem document is a ~225-token history prompt plus 20 candidate titles of ~28 tokens; the
+A nextitem document is a history prompt plus 20 candidate titles (token counts: its output); the
 llama.cpp backend (GroupScorer) decodes the prompt once and all candidates together, with a
 full-vocabulary logit row for every candidate token. This script, on the first --docs real test
 documents, with the backend's own tokenization (chat template included):

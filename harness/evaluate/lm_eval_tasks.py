@@ -93,7 +93,8 @@ def own_task_names(tasks_dir: Path = TASKS_DIR) -> set[str]:
 
 def task_manager_args(tasks: list[str], tasks_dir: Path = TASKS_DIR) -> dict:
     """TaskManager keyword arguments for a run of `tasks`. When they are all this project's,
-    lm-eval indexes only tasks/ (indexing its own ~13k task YAMLs took 10 s of every cell);
+    lm-eval indexes only tasks/ (indexing its own ~13k task YAMLs cost every cell a few
+    seconds: ~10 s under cProfile, which inflates pure-Python YAML parsing);
     otherwise everything, as stock lm-eval does."""
     if tasks and all(isinstance(t, str) for t in tasks) and \
             set(tasks) <= own_task_names(tasks_dir):

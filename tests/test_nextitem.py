@@ -177,3 +177,18 @@ def test_lm_eval_ranking_on_llama_cpp(tmp_path):
         assert 0 <= r[f"{m},none"] <= 1
     assert r["hit@5,none"] == 1.0            # 5 candidates: always within the top 5
     assert all(len(s["resps"]) == 5 for s in res["samples"]["product_nextitem"])
+
+
+def test_lm_eval_ranking_on_transformers():
+    """The same through lm-eval's transformers path (harness-hf): a document's five candidates
+    scored after one pass of its context (TimedHFLM._score_group), not five."""
+    from harness.evaluate.runner import evaluate
+
+    res = evaluate("hf", "model=smollm2-135m-instruct", ["product_nextitem"], limit=2,
+                   metadata={"data": "demo"})
+    r = res["results"]["product_nextitem"]
+    assert r["hit@5,none"] == 1.0 and 0 <= r["mrr,none"] <= 1
+    t = res["throughput"]
+    assert t["loglikelihood_docs"] == 2
+    assert t["loglikelihood_tokens_per_doc"] < t["loglikelihood_naive_tokens_per_doc"] / 2
+

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 GEN_KEY = "no_repeat_ngram_generated"
 # Greedy requests decoded together per backend (llama.cpp: BatchDecoder; transformers: lm-eval's
-# batch_size with left padding). Backends not named: 1. Measured with benchmarks/compare_speed.py.
-GENERATION_BATCH = {"llama-cpp": 8, "hf": 8}
+# batch_size with left padding). Backends not named: 1. Chosen by benchmarks/batch_sizes.py
+# (README, "Compare"): transformers' aggregate rate still rises from 16 to 32 (1.36x and 1.72x
+# batch 8's), llama.cpp's hardly past 8 (its cells are bound by prefill), where gemma3-270m's
+# texts part from batch 8's more often the larger the batch.
+GENERATION_BATCH = {"llama-cpp": 8, "hf": 32}
 
 
 def pop_setting(gen_kwargs: dict) -> int:

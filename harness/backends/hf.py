@@ -14,6 +14,13 @@ batch_size=, ...), plus `model=NAME` to take weights from the registry.
   names `generate_no_loop` as transformers' `custom_generate` callable, which takes the key out
   of generate()'s kwargs and applies the same processor.
 - Adapters: `set_adapter(dir | None)` switches PEFT adapters on the loaded base model.
+- Loglikelihood ranking with prefix reuse: consecutive requests with the same context (the
+  choices of one multiple-choice document, as lm-eval sends them) run the context once; the
+  continuations then run packed into one row after its KV cache, each masked to the context
+  and itself (`_score_group`). HFLM runs each (context, continuation) pair on its own: a
+  product_nextitem document is ~5,000 tokens that way and ~790 this way. Requests too long for
+  the model's window go through HFLM's own path (it keeps their end), as do contexts longer
+  than a sliding-window layer's cache.
 - Over-long prompts: a product prompt longer than the room lm-eval leaves for it loses product
   JSON fields, then features (harness.prompts.fit_review_context), never the instruction or the
   chat template, with a warning; HFLM would cut it from the front. Other contexts keep HFLM's
@@ -21,11 +28,13 @@ batch_size=, ...), plus `model=NAME` to take weights from the registry.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -36,6 +45,9 @@ from ..models import DEFAULT_MODEL, resolve_hf
 from .throughput import METER
 
 log = logging.getLogger("harness.hf")
+
+RANK_CHUNK_TOKENS = 1024       # continuation tokens per forward pass of _score_group
+RANK_CHUNK_LOGITS = 1 << 27    # and at most this many logits (512 MB of float32)
 
 
 class _FirstTokenClock(LogitsProcessor):
@@ -214,3 +226,115 @@ class TimedHFLM(HFLM):
                 k = lo
             out.append(k)
         return out
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+        """Consecutive requests with the same context are scored together (_score_group);
+        the throughput record counts the tokens run per document beside the naive count."""
+        if self.backend != "causal":
+            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
+        from tqdm import tqdm
+
+        out: list = [None] * len(requests)
+        groups: list[tuple[list[int], list[int]]] = []   # (context, request indices)
+        for i, (_, context_enc, _) in enumerate(requests):
+            ctx = list(context_enc)
+            if groups and groups[-1][0] == ctx:
+                groups[-1][1].append(i)
+            else:
+                groups.append((ctx, [i]))
+        bar = tqdm(total=len(requests), disable=disable_tqdm, desc="transformers loglikelihood")
+        for ctx, idx in groups:
+            conts = [list(requests[i][2]) for i in idx]
+            naive = sum(len(ctx) + len(c) - 1 for c in conts)   # each pair on its own
+            if (ctx and all(conts) and len(ctx) + max(map(len, conts)) - 1 <= self.max_length
+                    and self._packable(len(ctx))):
+                res = self._score_group(ctx, conts)
+                METER.add_ranking(1, len(ctx) + sum(len(c) - 1 for c in conts), naive)
+                for i, r in zip(idx, res):
+                    if requests[i][0] is not None:
+                        self.cache_hook.add_partial("loglikelihood", requests[i][0], r)
+            else:   # HFLM's path: it cuts from the left and feeds the cache hook itself
+                res = super()._loglikelihood_tokens([requests[i] for i in idx], True, override_bs)
+                METER.add_ranking(1, naive, naive)
+            for i, r in zip(idx, res):
+                out[i] = r
+            bar.update(len(idx))
+        bar.close()
+        return out
+
+    def _packable(self, ctx_len: int) -> bool:
+        """Whether _score_group can run this model: full-attention layers, or sliding-window
+        layers whose cache still holds the whole context (transformers keeps the last
+        sliding_window - 1 tokens)."""
+        cfg = self.model.config
+        types = set(getattr(cfg, "layer_types", None) or ["full_attention"])
+        if not types <= {"full_attention", "sliding_attention"}:
+            return False
+        return "sliding_attention" not in types or ctx_len <= cfg.sliding_window - 1
+
+    def _packed_masks(self, ctx_len: int, lens: list[int]):
+        """Position ids and attention mask(s) of continuations packed into one row after a
+        cached context of ctx_len tokens: each token sees the context and the earlier tokens
+        of its own continuation, at the positions it would have alone. An additive float mask
+        (eager and sdpa attention both take it); a dict by layer type for models with
+        sliding-window layers, whose keys stay within sliding_window positions."""
+        cfg, L = self.model.config, ctx_len
+        pos = torch.cat([torch.arange(L, L + n) for n in lens])
+        own = torch.block_diag(*[torch.ones(n, n, dtype=torch.bool).tril() for n in lens])
+        seen = torch.cat([torch.ones(len(pos), L, dtype=torch.bool), own], dim=1)
+        key_pos = torch.cat([torch.arange(L), pos])
+        dtype = self.model.dtype
+
+        def additive(m):
+            return torch.zeros(m.shape, dtype=dtype).masked_fill(
+                ~m, torch.finfo(dtype).min)[None, None].to(self.device)
+
+        types = set(getattr(cfg, "layer_types", None) or ["full_attention"])
+        if types == {"full_attention"}:
+            return pos, additive(seen)
+        near = pos[:, None] - key_pos[None, :] < cfg.sliding_window
+        return pos, {t: additive(seen & near if t == "sliding_attention" else seen)
+                     for t in types}
+
+    @torch.no_grad()
+    def _score_group(self, ctx: list[int], conts: list[list[int]]) -> list[tuple[float, bool]]:
+        """(loglikelihood, is greedy) of each continuation after ctx: one forward pass of the
+        context (its last row predicts every first token), then the continuations packed
+        back to back into one row on a copy of its KV cache, with a mask that keeps each to
+        the context and itself (no padding, no per-continuation copy of the cache; llama.cpp's
+        GroupScorer does the same with sequence ids), RANK_CHUNK_TOKENS at a time. The last
+        token of a continuation is scored, never fed. Log-softmax in HFLM's softmax_dtype, as
+        its own path does."""
+        dev, L = self.device, len(ctx)
+        out = self.model(torch.tensor([ctx], device=dev), use_cache=True, logits_to_keep=1)
+        past = out.past_key_values
+        last = F.log_softmax(out.logits[0, -1], dim=-1, dtype=self.softmax_dtype)
+        top = int(last.argmax())
+        res = [(float(last[c[0]]), top == c[0]) for c in conts]
+        budget = max(1, min(RANK_CHUNK_TOKENS, RANK_CHUNK_LOGITS // out.logits.shape[-1]))
+        pending = [i for i, c in enumerate(conts) if len(c) > 1]
+        while pending:
+            take, n = [], 0
+            for i in pending:
+                if take and n + len(conts[i]) - 1 > budget:
+                    break
+                take.append(i)
+                n += len(conts[i]) - 1
+            pending = pending[len(take):]
+            lens = [len(conts[i]) - 1 for i in take]
+            pos, mask = self._packed_masks(L, lens)
+            fed = torch.tensor([[t for i in take for t in conts[i][:-1]]], device=dev)
+            target = torch.tensor([t for i in take for t in conts[i][1:]], device=dev)
+            cache = copy.deepcopy(past) if pending else past   # a forward pass extends it
+            logits = self.model(fed, past_key_values=cache, position_ids=pos[None].to(dev),
+                                attention_mask=mask, use_cache=True).logits[0]
+            lp = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
+            picked = lp.gather(1, target[:, None])[:, 0]
+            hit = lp.argmax(-1) == target
+            at = 0
+            for i, k in zip(take, lens):
+                ll, greedy = res[i]
+                res[i] = (ll + float(picked[at:at + k].sum()),
+                          greedy and bool(hit[at:at + k].all()))
+                at += k
+        return res

@@ -242,7 +242,8 @@ class TimedHFLM(HFLM):
                 groups[-1][1].append(i)
             else:
                 groups.append((ctx, [i]))
-        bar = tqdm(total=len(requests), disable=disable_tqdm, desc="transformers loglikelihood")
+        bar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0,
+                   desc="transformers loglikelihood")
         for ctx, idx in groups:
             conts = [list(requests[i][2]) for i in idx]
             naive = sum(len(ctx) + len(c) - 1 for c in conts)   # each pair on its own

@@ -11,6 +11,10 @@ fp32 logits).
 
     .venv/bin/python benchmarks/compare_speed.py [--limit 24] [--models a,b] [--backends ...]
                                                   [--adapters-dir DIR] [--keep DIR]
+    .venv/bin/python benchmarks/compare_speed.py --diff RUN_A RUN_B
+
+--diff only compares two finished `harness compare` output folders: for each (model, variant,
+backend) cell in both, how many generated texts differ (e.g. a rerun at another batch size).
 
 Adapters: the first product_review adapter of each model in --adapters-dir (default
 adapters/); a model without one gets a seeded random LoRA adapter (not trained: r=4 on q/v,
@@ -132,7 +136,16 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, default=None, help="keep both runs here "
                     "(default: a temporary folder)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "bench" / "compare_speed.json")
+    ap.add_argument("--diff", type=Path, nargs=2, metavar=("RUN_A", "RUN_B"),
+                    help="only count differing texts between two compare output folders")
     args = ap.parse_args()
+    if args.diff:
+        a, b = (texts_of(run) for run in args.diff)
+        for k in sorted(a.keys() & b.keys()):
+            print(" ".join(k), f"{sum(x != y for x, y in zip(a[k], b[k]))} of {len(a[k])} "
+                  f"texts differ" + ("" if len(a[k]) == len(b[k]) else
+                                     f" (documents: {len(a[k])} vs {len(b[k])})"))
+        return 0
 
     from rich.console import Console
     from rich.table import Table

@@ -118,12 +118,13 @@ def llama_cpp_rates(args, recs) -> dict:
 
     from harness.backends.llama_cpp import LlamaCppLM
     from harness.backends.llama_scoring import decode_view
+    from harness.export.generate import review_context
     from harness.tasks.nextitem import nextitem_prompt
 
     lm = LlamaCppLM(model=args.model)
     docs = []
     for r in recs:
-        text = lm.apply_chat_template([{"role": "user", "content": nextitem_prompt(r["history"])}])
+        text = review_context(lm, nextitem_prompt(r["history"]))
         ctx = lm.prompt_tokens(text)      # lm-eval's pair encoding, BOS as the backend adds it
         conts = [lm.tok_encode(text + " " + c)[len(lm.tok_encode(text)):] for c in r["candidates"]]
         docs.append((ctx, [c for c in conts if c]))
@@ -145,14 +146,13 @@ def hf_rates(args, recs) -> dict:
     import torch
 
     from harness.backends.hf import TimedHFLM
+    from harness.export.generate import review_context
     from harness.tasks.nextitem import nextitem_prompt
 
     lm = TimedHFLM(model=args.model, batch_size=1)
     docs = []
     for r in recs:
-        text = nextitem_prompt(r["history"])
-        if lm.tokenizer.chat_template:
-            text = lm.apply_chat_template([{"role": "user", "content": text}])
+        text = review_context(lm, nextitem_prompt(r["history"]))
         pairs = [lm._encode_pair(text, " " + c) for c in r["candidates"]]   # lm-eval's encoding
         docs.append((pairs[0][0], [c for _, c in pairs if c]))
 

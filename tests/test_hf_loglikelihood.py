@@ -23,13 +23,12 @@ def _docs(lm, n: int):
     identity is a property of the model and the cache, not of the data), as the task sends
     them: the history (chat-templated where the model has a template), then each candidate
     title after a space."""
+    from harness.export.generate import review_context
     from harness.tasks.nextitem import nextitem_prompt
 
     pairs = []
     for r in _demo(n):
-        ctx = nextitem_prompt(r["history"])
-        if lm.tokenizer.chat_template:   # gemma3-270m (base) has none
-            ctx = lm.apply_chat_template([{"role": "user", "content": ctx}])
+        ctx = review_context(lm, nextitem_prompt(r["history"]))   # gemma3-270m has no template
         pairs += [(ctx, " " + c) for c in r["candidates"]]
     return pairs
 

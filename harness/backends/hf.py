@@ -263,15 +263,18 @@ class TimedHFLM(HFLM):
         bar.close()
         return out
 
+    def _layer_types(self) -> set[str]:
+        return set(getattr(self.model.config, "layer_types", None) or ["full_attention"])
+
     def _packable(self, ctx_len: int) -> bool:
         """Whether _score_group can run this model: full-attention layers, or sliding-window
         layers whose cache still holds the whole context (transformers keeps the last
         sliding_window - 1 tokens)."""
-        cfg = self.model.config
-        types = set(getattr(cfg, "layer_types", None) or ["full_attention"])
+        types = self._layer_types()
         if not types <= {"full_attention", "sliding_attention"}:
             return False
-        return "sliding_attention" not in types or ctx_len <= cfg.sliding_window - 1
+        return ("sliding_attention" not in types
+                or ctx_len <= self.model.config.sliding_window - 1)
 
     def _packed_masks(self, ctx_len: int, lens: list[int]):
         """Position ids and attention mask(s) of continuations packed into one row after a
@@ -279,7 +282,7 @@ class TimedHFLM(HFLM):
         of its own continuation, at the positions it would have alone. An additive float mask
         (eager and sdpa attention both take it); a dict by layer type for models with
         sliding-window layers, whose keys stay within sliding_window positions."""
-        cfg, L = self.model.config, ctx_len
+        L = ctx_len
         pos = torch.cat([torch.arange(L, L + n) for n in lens])
         own = torch.block_diag(*[torch.ones(n, n, dtype=torch.bool).tril() for n in lens])
         seen = torch.cat([torch.ones(len(pos), L, dtype=torch.bool), own], dim=1)
@@ -290,10 +293,10 @@ class TimedHFLM(HFLM):
             return torch.zeros(m.shape, dtype=dtype).masked_fill(
                 ~m, torch.finfo(dtype).min)[None, None].to(self.device)
 
-        types = set(getattr(cfg, "layer_types", None) or ["full_attention"])
+        types = self._layer_types()
         if types == {"full_attention"}:
             return pos, additive(seen)
-        near = pos[:, None] - key_pos[None, :] < cfg.sliding_window
+        near = pos[:, None] - key_pos[None, :] < self.model.config.sliding_window
         return pos, {t: additive(seen & near if t == "sliding_attention" else seen)
                      for t in types}
 

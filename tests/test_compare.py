@@ -175,3 +175,18 @@ def test_cell_key_depends_on_batch_size():
     assert cell_batch(c, {"llama-cpp": {"batch_size": 2}}, DEFAULT_BATCH_SIZE) == 2
     ref = Cell("reference", "human", "-", "product_review")
     assert cell_key(ref, "abc", 5, None, 8) == cell_key(ref, "abc", 5)
+
+
+def test_cell_key_depends_on_the_backends_model_args():
+    """`--model-args hf:dtype=bfloat16` gives other numbers than the fp32 default: a --resume run
+    with it never reuses the fp32 cells; another backend's model_args leave a cell's key alone."""
+    from harness.compare.plan import Cell, cell_key
+
+    hf = Cell("smollm2-135m-instruct", "base", "hf", "product_review")
+    llama = Cell("smollm2-135m-instruct", "base", "llama-cpp", "product_review")
+    bf16 = {"hf": {"dtype": "bfloat16"}}
+    assert cell_key(hf, "abc", 5, None, 32, bf16) != cell_key(hf, "abc", 5, None, 32)
+    assert cell_key(hf, "abc", 5, None, 32, {}) == cell_key(hf, "abc", 5, None, 32)
+    assert cell_key(llama, "abc", 5, None, 8, bf16) == cell_key(llama, "abc", 5, None, 8)
+    assert cell_key(hf, "abc", 5, None, 32, {"hf": {"batch_size": 32}}) == \
+        cell_key(hf, "abc", 5, None, 32)

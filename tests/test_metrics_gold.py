@@ -519,8 +519,7 @@ def test_gold_relevance_figure(gold_records, name):
     _holds(rep, name)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", [_figure("fluency_accuracy")])
+@pytest.mark.parametrize("name", [_figure("fluency_accuracy")])   # ~55 s: in the fast suite
 def test_gold_fluency_figure(gold_records, name):
     files = _gold_files(GOLD_GENERATED)
     if not files:

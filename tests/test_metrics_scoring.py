@@ -1,5 +1,5 @@
-"""Per-sample scoring with the real scorer models (reference LM in llama.cpp, MiniLM
-embeddings), `harness score` on a samples file, the optional NLI tier, and determinism.
+"""Per-sample scoring with the real scorer models (reference LM in transformers and llama.cpp,
+MiniLM embeddings), `harness score` on a samples file, the optional NLI tier, and determinism.
 The records are the committed, hand-written demo set (invented products)."""
 from __future__ import annotations
 
@@ -196,7 +196,7 @@ def test_nli_tier_code_path(demo, tiny_nli):
 
 
 def test_reference_lm_matches_a_float64_path(demo):
-    """The reference LM scores several texts in one decode and takes log-probabilities straight
+    """The llama.cpp engine of the reference LM scores several texts in one decode and takes log-probabilities straight
     from llama.cpp's buffer in float32 (sums in float64); each text's bits and end bits must
     equal a float64 log-softmax over a copy of the same decode's logits. (The same decode: a
     text decoded alone gets logits up to ~1 apart from the batched ones, llama.cpp's numerics
@@ -205,7 +205,7 @@ def test_reference_lm_matches_a_float64_path(demo):
 
     from harness.backends.reference import BATCH_SEQS, BATCH_TOKENS, LN2, reference_lm
 
-    ref = reference_lm(REFERENCE)
+    ref = reference_lm(REFERENCE, engine="llama-cpp")
     texts = [r["review"] for r in demo[:6]] + ["Good power bank for the price and the"]
     got = ref.score(texts)
     prepared = [ref._tokens(t) for t in texts]
@@ -223,6 +223,56 @@ def test_reference_lm_matches_a_float64_path(demo):
         assert s.n_bytes == n_bytes and s.n_tokens == len(toks) - 1 and not truncated
         assert s.bits == pytest.approx(bits, rel=1e-6)
         assert s.end_bits == pytest.approx(end, rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", [REFERENCE, "gemma3-270m"])
+def test_reference_engines_agree(demo, name):
+    """The transformers engine (the default; bfloat16 on CPUs with AMX) scores the same tokens
+    as llama.cpp and gives nearly the same bits: the two run the same GGUF, llama.cpp with its
+    quantized matmuls (8-bit activations), transformers dequantized. A text that stops
+    mid-phrase gets a high end-of-sentence surprise from both, above the cut-off flag's line."""
+    from harness.backends.reference import reference_lm
+    from harness.metrics.fluency import CUTOFF_END_BITS
+
+    texts = [r["review"] for r in demo[:8]] + ["Good power bank for the price and the", "",
+                                               "Works. " * 200]
+    fast, ref = reference_lm(name).score(texts), reference_lm(name, engine="llama-cpp").score(texts)
+    assert fast[-2] is None and ref[-2] is None
+    assert fast[-1].end_bits is None and fast[-1].n_tokens == 255      # cut to MAX_TOKENS
+    for a, b in zip(fast, ref):
+        if a is None:
+            continue
+        assert (a.n_tokens, a.n_bytes) == (b.n_tokens, b.n_bytes)
+        assert abs(a.bits_per_byte - b.bits_per_byte) < 0.05
+        assert a.end_bits is None or abs(a.end_bits - b.end_bits) < 1.0
+    assert fast[-3].end_bits > CUTOFF_END_BITS and ref[-3].end_bits > CUTOFF_END_BITS
+
+
+def test_torch_reference_pads_without_leaking(demo):
+    """Texts scored together (right-padded in one batch) get the bits they get alone: padding
+    never reaches a text (float32, where batch shape does not change the sums)."""
+    from harness.backends.reference import BATCH_SEQS, TorchReferenceLM
+
+    lm = TorchReferenceLM(REFERENCE, dtype="float32")
+    texts = [r["review"] for r in demo[:BATCH_SEQS]]
+    together = lm.score(texts)
+    assert len({s.n_tokens for s in together}) > 1          # lengths differ: padding happens
+    for text, s in zip(texts, together):
+        alone = lm.score([text])[0]
+        assert s.bits == pytest.approx(alone.bits, rel=1e-4)
+        assert s.end_bits == pytest.approx(alone.end_bits, rel=1e-4, abs=1e-4)
+
+
+def test_reference_engine_choice(monkeypatch):
+    from harness.backends.reference import ENGINE_ENV, reference_lm
+
+    with pytest.raises(HarnessError, match="reference LM engine 'vllm'.*choose from torch"):
+        reference_lm(REFERENCE, engine="vllm")
+    monkeypatch.setenv(ENGINE_ENV, "llama-cpp")
+    assert reference_lm(REFERENCE).engine == "llama-cpp"
+    monkeypatch.setenv(ENGINE_ENV, "nope")
+    with pytest.raises(HarnessError, match=ENGINE_ENV):
+        reference_lm(REFERENCE)
 
 
 def test_relevance_ranks_a_review_naming_another_brand_lower(demo):

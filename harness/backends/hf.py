@@ -127,6 +127,9 @@ class TimedHFLM(HFLM):
         if gguf_file:
             kwargs["gguf_file"] = gguf_file
         kwargs.setdefault("dtype", "float32")
+        # log-probabilities in float32 whatever the weights' dtype: a bfloat16 log-softmax over
+        # a 49k-262k vocabulary keeps ~3 significant digits per token
+        kwargs.setdefault("softmax_dtype", "float32")
         kwargs.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
         super().__init__(pretrained=pretrained, **kwargs)
         # adapter directory -> PEFT adapter name; HFLM names the one given as peft= "default"

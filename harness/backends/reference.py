@@ -1,11 +1,21 @@
-"""The reference LM of the fluency metric: a GGUF that scores texts (the log-probability of
-every token) in llama.cpp, the model under test never (harness.metrics.fluency picks it).
-Several texts are scored in one decode call (one sequence id each, so they never attend to
-each other; the decode itself is llama_scoring.decode_view, the loglikelihood backend's); the
-model loads once per process and reference name (`reference_lm`, cached)."""
+"""The reference LM of the fluency metric: a model that scores texts (the log-probability of
+every token), never the model under test (harness.metrics.fluency picks it). Two engines, one
+vocabulary: texts are tokenized by llama.cpp from the GGUF (vocab only), so both engines score
+the same tokens and the same sentence-end set; only the forward pass differs.
+
+    ENGINES["torch"]      transformers on the same GGUF dequantized, bfloat16 where the CPU
+                          has AMX (or on CUDA), float32 elsewhere; texts padded in batches of
+                          similar length. The default: 4.6x llama.cpp's speed here
+                          (benchmarks/reference_engines.py).
+    ENGINES["llama-cpp"]  llama.cpp on the GGUF as it is (quantized matmuls): several texts in
+                          one decode, one sequence id each (llama_scoring.decode_view).
+
+Which engine: `reference_lm(name, engine)`, else HARNESS_REFERENCE_ENGINE, else DEFAULT_ENGINE.
+The model loads once per process, reference name and engine (`reference_lm`, cached)."""
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,8 +32,10 @@ LN2 = math.log(2)
 # white space around it.
 SENTENCE_END_PIECE = re.compile(r"\s*[.!?…。！？]+[\"'”’)\]]*\s*")
 MAX_TOKENS = 256          # longer texts: bits per byte over their first 256 tokens
-BATCH_TOKENS = 512        # tokens per decode call (several texts)
+BATCH_TOKENS = 512        # tokens per decode call / forward pass (several texts)
 BATCH_SEQS = 16
+DEFAULT_ENGINE = "torch"
+ENGINE_ENV = "HARNESS_REFERENCE_ENGINE"
 
 
 @dataclass
@@ -38,17 +50,31 @@ class LMScore:
         return self.bits / self.n_bytes if self.n_bytes else float("nan")
 
 
+def _llama_model(path: Path, vocab_only: bool):
+    from llama_cpp import _internals as internals
+    from llama_cpp import llama_cpp
+    from llama_cpp._logger import set_verbose
+
+    set_verbose(False)
+    mparams = llama_cpp.llama_model_default_params()
+    mparams.n_gpu_layers = 0
+    mparams.vocab_only = vocab_only
+    try:
+        return internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
+    except ValueError as e:
+        raise HarnessError(f"{path}: llama.cpp could not load it ({e})") from e
+
+
 class ReferenceLM:
-    """A GGUF model that scores texts (log-probabilities of every token) with llama.cpp."""
+    """What both engines share: the GGUF's vocabulary (llama.cpp tokenizer), the sentence-end
+    tokens, and the bits of a text from its tokens' log-probabilities. An engine implements
+    `_logprobs(seqs, want_end)`: per sequence, the log-probability of every token after the
+    first and, where wanted, of a sentence end after the last."""
 
-    def __init__(self, name_or_path: str, n_threads: int | None = None):
-        import os
+    engine = ""
 
-        from llama_cpp import _internals as internals
+    def __init__(self, name_or_path: str, vocab_only: bool = True):
         from llama_cpp import llama_cpp
-        from llama_cpp._logger import set_verbose
-
-        set_verbose(False)
 
         from ..models import resolve_gguf
 
@@ -57,26 +83,7 @@ class ReferenceLM:
         self.name = name_or_path
         self.path = path
         self._ll = llama_cpp
-        mparams = llama_cpp.llama_model_default_params()
-        mparams.n_gpu_layers = 0
-        try:
-            self.model = internals.LlamaModel(path_model=str(path), params=mparams,
-                                              verbose=False)
-        except ValueError as e:
-            raise HarnessError(f"{path}: llama.cpp could not load it ({e})") from e
-        cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = BATCH_TOKENS
-        cparams.n_batch = BATCH_TOKENS
-        cparams.n_ubatch = BATCH_TOKENS
-        cparams.n_seq_max = BATCH_SEQS
-        cparams.kv_unified = True
-        cparams.no_perf = True
-        threads = n_threads or os.cpu_count() or 1
-        cparams.n_threads = threads
-        cparams.n_threads_batch = threads
-        self.ctx = internals.LlamaContext(model=self.model, params=cparams, verbose=False)
-        self.batch = internals.LlamaBatch(n_tokens=BATCH_TOKENS, embd=0, n_seq_max=BATCH_SEQS,
-                                          verbose=False)
+        self.model = _llama_model(path, vocab_only)
         self.n_vocab = self.model.n_vocab()
         self.add_bos = True
         self.end_ids = self._sentence_end_ids()
@@ -131,6 +138,50 @@ class ReferenceLM:
         covered = b"".join(self._piece(t) for t in toks[1:])
         return toks, len(covered), True
 
+    def _logprobs(self, seqs: list[list[int]], want_end: list[bool]
+                  ) -> list[tuple[np.ndarray, float | None]]:
+        raise NotImplementedError
+
+    def score(self, texts: list[str]) -> list[LMScore | None]:
+        """Scores in input order; None for empty texts. Deterministic for a given list."""
+        prepared = [self._tokens(t) if t.strip() else None for t in texts]
+        order = [i for i, p in enumerate(prepared) if p is not None]
+        got = self._logprobs([prepared[i][0] for i in order],
+                             [not prepared[i][2] for i in order])
+        out: list[LMScore | None] = [None] * len(texts)
+        for i, (tok_lp, end_lp) in zip(order, got):
+            toks, n_bytes, _ = prepared[i]
+            out[i] = LMScore(bits=float(-tok_lp.sum() / LN2), n_bytes=n_bytes,
+                             end_bits=None if end_lp is None else -end_lp / LN2,
+                             n_tokens=len(toks) - 1)
+        return out
+
+
+class LlamaReferenceLM(ReferenceLM):
+    """llama.cpp on the GGUF as it is: texts in input order, as many per decode as fit in
+    BATCH_TOKENS / BATCH_SEQS, one sequence id each, so they never attend to each other."""
+
+    engine = "llama-cpp"
+
+    def __init__(self, name_or_path: str, n_threads: int | None = None):
+        from llama_cpp import _internals as internals
+
+        super().__init__(name_or_path, vocab_only=False)
+        ll = self._ll
+        cparams = ll.llama_context_default_params()
+        cparams.n_ctx = BATCH_TOKENS
+        cparams.n_batch = BATCH_TOKENS
+        cparams.n_ubatch = BATCH_TOKENS
+        cparams.n_seq_max = BATCH_SEQS
+        cparams.kv_unified = True
+        cparams.no_perf = True
+        threads = n_threads or os.cpu_count() or 1
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        self.ctx = internals.LlamaContext(model=self.model, params=cparams, verbose=False)
+        self.batch = internals.LlamaBatch(n_tokens=BATCH_TOKENS, embd=0, n_seq_max=BATCH_SEQS,
+                                          verbose=False)
+
     def _decode(self, seqs: list[list[int]]) -> np.ndarray:
         """Logits of every position of every sequence (one sequence id each), one decode; a
         view of llama.cpp's buffer (decode_view)."""
@@ -139,49 +190,139 @@ class ReferenceLM:
                                                   for sid, toks in enumerate(seqs)
                                                   for pos, tok in enumerate(toks)], self.n_vocab)
 
-    def score(self, texts: list[str]) -> list[LMScore | None]:
-        """Scores in input order; None for empty texts. Deterministic for a given list."""
-        prepared = [self._tokens(t) if t.strip() else None for t in texts]
-        out: list[LMScore | None] = [None] * len(texts)
-        order = [i for i, p in enumerate(prepared) if p is not None]
+    def _logprobs(self, seqs, want_end):
+        out = []
         group: list[int] = []
 
         def flush():
             if not group:
                 return
-            seqs = [prepared[i][0] for i in group]
-            logits = self._decode(seqs)
+            logits = self._decode([seqs[k] for k in group])
             row = 0
-            for i, toks in zip(group, seqs):
+            for k in group:
+                toks = seqs[k]
                 lg = logits[row:row + len(toks)]
                 row += len(toks)
-                _, n_bytes, truncated = prepared[i]
                 picked = lg[np.arange(len(toks) - 1), toks[1:]].astype(np.float64)
-                ends = None if truncated else lg[-1, self.end_ids].astype(np.float64)
+                ends = lg[-1, self.end_ids].astype(np.float64) if want_end[k] else None
                 _, lse = lse_rows(lg)                     # overwrites lg
-                tok_lp = picked - lse[:-1]
                 end_lp = None
                 if ends is not None:
                     m = ends.max()
                     end_lp = float(m + np.log(np.exp(ends - m).sum()) - lse[-1])
-                out[i] = LMScore(bits=float(-tok_lp.sum() / LN2), n_bytes=n_bytes,
-                                 end_bits=None if end_lp is None else -end_lp / LN2,
-                                 n_tokens=len(toks) - 1)
+                out.append((picked - lse[:-1], end_lp))
             group.clear()
 
         used = 0
-        for i in order:
-            n = len(prepared[i][0])
-            if group and (used + n > BATCH_TOKENS or len(group) >= BATCH_SEQS):
+        for k, toks in enumerate(seqs):
+            if group and (used + len(toks) > BATCH_TOKENS or len(group) >= BATCH_SEQS):
                 flush()
                 used = 0
-            group.append(i)
-            used += n
+            group.append(k)
+            used += len(toks)
         flush()
         return out
 
 
-@lru_cache(maxsize=2)
-def reference_lm(name_or_path: str) -> ReferenceLM:
-    """Loaded once per process and reference name."""
-    return ReferenceLM(name_or_path)
+def auto_dtype() -> str:
+    """bfloat16 where matrix products in it are fast (CUDA; a CPU with AMX-BF16, whose
+    bfloat16 GEMMs ran 3-6x float32's here), float32 elsewhere."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "bfloat16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return "float32"
+    return "bfloat16" if re.search(r"\bamx_bf16\b", flags) else "float32"
+
+
+class TorchReferenceLM(ReferenceLM):
+    """transformers on the same GGUF, dequantized (the tokens are llama.cpp's: same ids, the
+    vocabulary is the GGUF's). Texts sorted by length and padded on the right in batches of at
+    most BATCH_SEQS texts and BATCH_TOKENS padded tokens; log-softmax in float32, sums in
+    float64."""
+
+    def __init__(self, name_or_path: str, dtype: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from ..models import resolve_hf
+
+        super().__init__(name_or_path, vocab_only=True)
+        self.dtype = dtype or auto_dtype()
+        self.engine = f"torch-{self.dtype}"
+        self._torch = torch
+        from transformers.utils import logging as hf_logging
+
+        pretrained, gguf = resolve_hf(name_or_path)
+        # a metric's helper model loads quietly: no "Loading weights" bar, and no warning that
+        # packed GGUF kernels prefer float32 (there are none for this CPU: the weights are
+        # dequantized; transformers' own dequantization bar is plain tqdm and stays)
+        level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            self.lm = AutoModelForCausalLM.from_pretrained(
+                pretrained, gguf_file=gguf, dtype=getattr(torch, self.dtype)).eval()
+        except (OSError, ValueError) as e:
+            raise HarnessError(f"{self.path}: transformers could not load it ({e})") from e
+        finally:
+            hf_logging.set_verbosity(level)
+            if bars:
+                hf_logging.enable_progress_bar()
+        self.lm.to("cuda" if torch.cuda.is_available() else "cpu")
+        self._end = torch.as_tensor(self.end_ids)
+
+    def _logprobs(self, seqs, want_end):
+        torch = self._torch
+        dev = self.lm.device
+        order = sorted(range(len(seqs)), key=lambda k: len(seqs[k]))
+        out: list = [None] * len(seqs)
+        start = 0
+        while start < len(order):
+            stop = start + 1       # longest last: a group's padded size is its last length
+            while stop < len(order) and stop - start < BATCH_SEQS and \
+                    len(seqs[order[stop]]) * (stop - start + 1) <= BATCH_TOKENS:
+                stop += 1
+            group = order[start:stop]
+            width = len(seqs[group[-1]])
+            ids = torch.zeros(len(group), width, dtype=torch.long)
+            mask = torch.zeros(len(group), width, dtype=torch.long)
+            for j, k in enumerate(group):
+                ids[j, :len(seqs[k])] = torch.as_tensor(seqs[k])
+                mask[j, :len(seqs[k])] = 1
+            with torch.inference_mode():
+                logits = self.lm(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits
+                for j, k in enumerate(group):
+                    n = len(seqs[k])
+                    lg = logits[j, :n].float()
+                    lse = torch.logsumexp(lg, dim=-1)
+                    tgt = torch.as_tensor(seqs[k][1:], device=dev)
+                    picked = lg[torch.arange(n - 1, device=dev), tgt] - lse[:-1]
+                    end_lp = None
+                    if want_end[k]:
+                        end_lp = float(torch.logsumexp(lg[-1, self._end.to(dev)], 0) - lse[-1])
+                    out[k] = (picked.double().cpu().numpy(), end_lp)
+            start = stop
+        return out
+
+
+# engine name -> class; reference_lm() picks one
+ENGINES = {"torch": TorchReferenceLM, "llama-cpp": LlamaReferenceLM}
+
+
+@lru_cache(maxsize=4)
+def _load(name_or_path: str, engine: str) -> ReferenceLM:
+    return ENGINES[engine](name_or_path)
+
+
+def reference_lm(name_or_path: str, engine: str | None = None) -> ReferenceLM:
+    """Loaded once per process, reference name and engine (the argument, else
+    HARNESS_REFERENCE_ENGINE, else DEFAULT_ENGINE)."""
+    engine = engine or os.environ.get(ENGINE_ENV) or DEFAULT_ENGINE
+    if engine not in ENGINES:
+        raise HarnessError(f"reference LM engine {engine!r} (argument or {ENGINE_ENV}): "
+                           f"choose from {', '.join(ENGINES)}")
+    return _load(name_or_path, engine)

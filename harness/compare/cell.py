@@ -178,6 +178,8 @@ def run_reference_cell(cell: Cell, out_dir: Path, *, limit, data) -> None:
                 **{f"{k},none": None for k in REFERENCE_BASED}}
     if any("fluency_reference" in m for m in scored):
         task_res["fluency_reference,none"] = reference_lm
+        task_res["fluency_engine,none"] = next(m["fluency_engine"] for m in scored
+                                               if "fluency_engine" in m)
     cell.wall_s = round(time.perf_counter() - t0, 2)
     save_results({"results": {cell.task: task_res},
                   "configs": {cell.task: {"metadata": {"data": str(data) if data else None}}},

@@ -73,11 +73,14 @@ def data_fingerprint(task: str, data) -> str:
 
 
 def cell_key(cell: Cell, data_hash: str, limit: int | None,
-             gen_kwargs: str | None = None, batch_size: int | str | None = None) -> str:
+             gen_kwargs: str | None = None, batch_size: int | str | None = None,
+             model_args: dict | None = None) -> str:
     """A cell's cache key. gen_kwargs (e.g. the anti-loop setting) changes the outputs, so it is
     part of the key: a run with other decoding never reuses these cells (None keeps old keys).
     So is a generation batch above 1: batched greedy texts can part from one-at-a-time ones at
-    near-tied logits (llama.cpp LoRA / Q5_0 cells, README); batch 1 keeps the old keys."""
+    near-tied logits (llama.cpp LoRA / Q5_0 cells, README); batch 1 keeps the old keys. So are
+    the extra model_args of the cell's backend (`--model-args hf:dtype=bfloat16` gives other
+    numbers than the fp32 default); none keeps the old keys."""
     adapter_hash = ""
     if cell.adapter:
         f = Path(cell.adapter) / "adapter_model.safetensors"
@@ -87,6 +90,10 @@ def cell_key(cell: Cell, data_hash: str, limit: int | None,
         parts.append(gen_kwargs)
     if batch_size not in (None, 1, "1") and cell.backend != NO_BACKEND:
         parts.append(f"batch_size={batch_size}")
+    extra = {k: str(v) for k, v in ((model_args or {}).get(cell.backend) or {}).items()
+             if k != "batch_size"}       # the batch is keyed above
+    if extra and cell.backend != NO_BACKEND:
+        parts.append(extra)
     raw = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 

@@ -103,7 +103,7 @@ def compare(cfg: CompareConfig | None = None, progress=None, **kw) -> Path:
     data_hashes = {t: data_fingerprint(t, cfg.data) for t in cfg.tasks}
     for c in cells:
         c.key = cell_key(c, data_hashes[c.task], cfg.limit, cfg.gen_kwargs,
-                         cell_batch(c, cfg.model_args, batch))
+                         cell_batch(c, cfg.model_args, batch), cfg.model_args)
     execute = check_executor(cfg)     # unknown executor / no Ray / dead address: nothing written
     state = {"config": asdict(cfg), "status": "running", "started": time.time(),
              "cells": [asdict(c) for c in cells]}

@@ -10,6 +10,8 @@ model arg that lm-eval copies there (never an environment variable).
     HARNESS_FLUENCY_REFERENCE  reference LM for bits per byte (name, GGUF path, or "none")
     HARNESS_NLI_MODEL          local directory of an NLI cross-encoder (optional tier)
     HARNESS_SCORERS            comma-separated subset of SCORERS (default: all)
+(The reference LM's engine, HARNESS_REFERENCE_ENGINE, is read where the engines live:
+harness.backends.reference.)
 """
 from __future__ import annotations
 

@@ -2,8 +2,10 @@
 (distinct-2, repeated 3-gram rate) and flags for degenerate output (empty, cut off
 mid-sentence, prompt or JSON echoed back, decoding loop).
 
-The reference LM (harness.backends.reference) runs in llama.cpp over a bundled GGUF; it is
-loaded once per process and reference name (`reference_lm`).
+The reference LM (harness.backends.reference) is a bundled GGUF run by transformers (default;
+bfloat16 on CPUs with AMX) or llama.cpp (HARNESS_REFERENCE_ENGINE=llama-cpp); it is loaded once
+per process, reference name and engine (`reference_lm`); each scored text records the engine
+(`fluency_engine`).
 
     bits_per_byte  = -sum(log2 p(token | BOS, earlier tokens)) / UTF-8 bytes of the text
     end_bits       = -log2 p(a sentence ends here): the reference LM's probability that the
@@ -111,10 +113,15 @@ def fluency_scorer(records: list[dict], texts: list[str], reference: str | None)
     from ..prompts import review_prompt
 
     lm_scores: list[LMScore | None] = [None] * len(texts)
+    engine = None
     if reference:
-        lm_scores = reference_lm(reference).score(texts)
+        lm = reference_lm(reference)
+        lm_scores, engine = lm.score(texts), lm.engine
     out = []
-    for rec, text, lm in zip(records, texts, lm_scores):
+    for rec, text, lm_score in zip(records, texts, lm_scores):
         prompt = review_prompt(rec["product"]) if rec.get("product") else None
-        out.append(fluency_features(text, lm, prompt))
+        f = fluency_features(text, lm_score, prompt)
+        if lm_score is not None:
+            f["fluency_engine"] = engine    # bits differ a little between engines
+        out.append(f)
     return out

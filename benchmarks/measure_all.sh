@@ -6,7 +6,8 @@
 #
 # Steps (default: all, in this order): prepare backends metrics validate train train_speed
 # export export_formats compare train_department train_department_gemma department
-# train_nextitem train_nextitem_gemma nextitem. Each step logs to results/measure/STEP.log
+# train_nextitem train_nextitem_gemma nextitem reference_engines batch_sizes hf_dtype
+# compare_speed nextitem_rate nextitem_dtype. Each step logs to results/measure/STEP.log
 # and appends "STEP seconds" to results/measure/wall.tsv. Needs ../shared/data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,11 +52,23 @@ nextitem()       { $H compare --models "$MODELS" \
                      --tasks product_nextitem --backends llama-cpp --limit 200 \
                      --output "$OUT/compare-nextitem" --resume &&
                    $H baseline --task product_nextitem; }
+# Speed (issue #12): each writes results/bench/NAME.json
+reference_engines() { $PY benchmarks/reference_engines.py --repeat 2; }
+batch_sizes()    { $PY benchmarks/batch_sizes.py; }
+hf_dtype()       { $PY benchmarks/hf_dtype.py; }
+compare_speed()  { $PY benchmarks/compare_speed.py; }
+nextitem_rate()  { $PY benchmarks/nextitem_rate.py; }
+nextitem_dtype() { for d in float32 bfloat16; do
+                     $H compare --models $SMOL --tasks product_nextitem --backends hf \
+                       --limit 200 --model-args hf:dtype=$d \
+                       --output "results/bench/nextitem-200-hf-$d" --resume || return; done; }
 
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(prepare backends metrics validate train train_speed export \
                                  export_formats compare train_department train_department_gemma department \
-                                 train_nextitem train_nextitem_gemma nextitem)
+                                 train_nextitem train_nextitem_gemma nextitem \
+                                 reference_engines batch_sizes hf_dtype compare_speed \
+                                 nextitem_rate nextitem_dtype)
 for s in "${steps[@]}"; do
   fn=$s; [ "$s" = export ] && fn=export_
   echo "== $s ($(date -u +%H:%M:%S), load $(cut -d' ' -f1 /proc/loadavg))"

@@ -18,7 +18,6 @@ Writes results/bench/batch_sizes.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -48,6 +47,32 @@ def set_batch(lm, size: int) -> None:
         lm.batch_size, lm._batcher = size, None
 
 
+def review_requests(lm, recs: list[dict]) -> list:
+    """lm-eval generate_until requests for the records' product_review prompts, with the task's
+    generation kwargs, in the model's own prompt format."""
+    from lm_eval.api.instance import Instance
+
+    from harness.export.generate import review_context, task_generation_kwargs
+    from harness.tasks.review import review_example
+
+    kwargs = {k: v for k, v in task_generation_kwargs().items() if v is not None}
+    return [Instance("generate_until", {}, (review_context(lm, review_example(r)[0]),
+                                            dict(kwargs)), i) for i, r in enumerate(recs)]
+
+
+def timed_generation(lm, reqs: list) -> dict:
+    """One generate_until pass: wall seconds (prefill included), generated tokens, tokens per
+    wall second and the texts."""
+    from harness.backends.throughput import METER
+
+    METER.reset()
+    t0 = time.perf_counter()
+    texts = lm.generate_until(reqs, disable_tqdm=True)
+    wall = time.perf_counter() - t0
+    n = METER.summary()["generated_tokens"]
+    return {"wall_s": wall, "generated_tokens": n, "tokens_per_s": n / wall, "texts": texts}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backends", default="llama-cpp,hf")
@@ -59,43 +84,30 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "results" / "bench" / "batch_sizes.json"))
     args = ap.parse_args()
 
-    from lm_eval.api.instance import Instance
     from rich.console import Console
     from rich.table import Table
 
     from harness.backends.decoding import GENERATION_BATCH
-    from harness.backends.throughput import METER
-    from harness.export.generate import review_context, task_generation_kwargs
     from harness.files import write_json
     from harness.tasks.records import read_records
-    from harness.tasks.review import review_example
 
     data = args.data or str(ROOT / "data" / "prepared")
     recs = read_records("product_review", "test", data)[:args.prompts]
     sizes = [int(s) for s in args.sizes.split(",")]
-    kwargs = {k: v for k, v in task_generation_kwargs().items() if v is not None}
     rows = []
     for backend in args.backends.split(","):
         for model in args.models.split(","):
             lm = load(backend, model, sizes[0])
-            reqs = [Instance("generate_until", {}, (review_context(lm, review_example(r)[0]),
-                                                    dict(kwargs)), i)
-                    for i, r in enumerate(recs)]
+            reqs = review_requests(lm, recs)
             best: dict[int, dict] = {}
             for rep in range(args.repeat):
                 for size in sizes:
                     set_batch(lm, size)
-                    METER.reset()
-                    t0 = time.perf_counter()
-                    texts = lm.generate_until(reqs, disable_tqdm=True)
-                    wall = time.perf_counter() - t0
-                    s = METER.summary()
-                    run = {"wall_s": wall, "generated_tokens": s["generated_tokens"],
-                           "tokens_per_s": s["generated_tokens"] / wall, "texts": texts}
-                    if size not in best or wall < best[size]["wall_s"]:
+                    run = timed_generation(lm, reqs)
+                    if size not in best or run["wall_s"] < best[size]["wall_s"]:
                         best[size] = run
                     print(f"[{rep + 1}/{args.repeat}] {backend} {model} batch {size}: "
-                          f"{wall:.1f} s, {run['tokens_per_s']:.1f} tok/s", flush=True)
+                          f"{run['wall_s']:.1f} s, {run['tokens_per_s']:.1f} tok/s", flush=True)
             first = best[sizes[0]]["texts"]
             for size in sizes:
                 b = best[size]

@@ -2,8 +2,8 @@
 (`--model-args hf:dtype=bfloat16`), side by side in one run: the product_review generation
 path (lm-eval's generate_until with the task's generation kwargs, the default batch) on the
 same real test prompts. On a CPU with AMX (this machine: amx_bf16 in /proc/cpuinfo) torch runs
-bfloat16 matrix products of many rows several times faster than float32; one row (one-stream
-decoding) it runs slower.
+bfloat16 matrix products on it; this script measures what that buys in generation, and what
+it changes in the texts.
 
 For each model both dtypes are loaded once; the dtypes alternate within each repeat (best wall
 time kept), so background load hits both alike. Per dtype: wall seconds for all prompts
@@ -22,7 +22,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,42 +52,29 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "results" / "bench" / "hf_dtype.json"))
     args = ap.parse_args()
 
-    from lm_eval.api.instance import Instance
     from rich.console import Console
     from rich.table import Table
 
+    from batch_sizes import review_requests, timed_generation   # benchmarks/, beside this
     from harness.backends.decoding import GENERATION_BATCH
     from harness.backends.hf import TimedHFLM
-    from harness.backends.throughput import METER
-    from harness.export.generate import review_context, task_generation_kwargs
     from harness.files import write_json
     from harness.tasks.records import read_records
-    from harness.tasks.review import review_example
 
     data = args.data or str(ROOT / "data" / "prepared")
     recs = read_records("product_review", "test", data)[:args.prompts]
     batch = args.batch or GENERATION_BATCH["hf"]
-    kwargs = {k: v for k, v in task_generation_kwargs().items() if v is not None}
     rows = []
     for model in args.models.split(","):
         lms = {d: TimedHFLM(model=model, batch_size=batch, dtype=d) for d in DTYPES}
-        reqs = [Instance("generate_until", {}, (review_context(lms["float32"],
-                                                               review_example(r)[0]),
-                                                dict(kwargs)), i)
-                for i, r in enumerate(recs)]
+        reqs = review_requests(lms["float32"], recs)
         best: dict[str, dict] = {}
         for rep in range(args.repeat):
             for d in DTYPES:
-                METER.reset()
-                t0 = time.perf_counter()
-                texts = lms[d].generate_until(reqs, disable_tqdm=True)
-                wall = time.perf_counter() - t0
-                s = METER.summary()
-                run = {"wall_s": wall, "generated_tokens": s["generated_tokens"],
-                       "tokens_per_s": s["generated_tokens"] / wall, "texts": texts}
-                if d not in best or wall < best[d]["wall_s"]:
+                run = timed_generation(lms[d], reqs)
+                if d not in best or run["wall_s"] < best[d]["wall_s"]:
                     best[d] = run
-                print(f"[{rep + 1}/{args.repeat}] {model} {d}: {wall:.1f} s, "
+                print(f"[{rep + 1}/{args.repeat}] {model} {d}: {run['wall_s']:.1f} s, "
                       f"{run['tokens_per_s']:.1f} tok/s", flush=True)
         f32, b16 = best["float32"]["texts"], best["bfloat16"]["texts"]
         differ = [i for i, (a, b) in enumerate(zip(f32, b16)) if a != b]

@@ -5,8 +5,8 @@ the same tokens and the same sentence-end set; only the forward pass differs.
 
     ENGINES["torch"]      transformers on the same GGUF dequantized, bfloat16 where the CPU
                           has AMX (or on CUDA), float32 elsewhere; texts padded in batches of
-                          similar length. The default: 4.6x llama.cpp's speed here
-                          (benchmarks/reference_engines.py).
+                          similar length. The default: 5.78x llama.cpp's speed here
+                          (benchmarks/reference_engines.py, README "Metrics").
     ENGINES["llama-cpp"]  llama.cpp on the GGUF as it is (quantized matmuls): several texts in
                           one decode, one sequence id each (llama_scoring.decode_view).
 
@@ -225,8 +225,9 @@ class LlamaReferenceLM(ReferenceLM):
 
 
 def auto_dtype() -> str:
-    """bfloat16 where matrix products in it are fast (CUDA; a CPU with AMX-BF16, whose
-    bfloat16 GEMMs ran 3-6x float32's here), float32 elsewhere."""
+    """bfloat16 where matrix products in it are fast (CUDA; a CPU with AMX-BF16: the reference
+    scored 2.1x faster than in float32 here, benchmarks/reference_engines.py), float32
+    elsewhere."""
     import torch
 
     if torch.cuda.is_available():
@@ -248,13 +249,14 @@ class TorchReferenceLM(ReferenceLM):
         import torch
         from transformers import AutoModelForCausalLM
 
+        from transformers.utils import logging as hf_logging
+
         from ..models import resolve_hf
 
         super().__init__(name_or_path, vocab_only=True)
         self.dtype = dtype or auto_dtype()
         self.engine = f"torch-{self.dtype}"
         self._torch = torch
-        from transformers.utils import logging as hf_logging
 
         pretrained, gguf = resolve_hf(name_or_path)
         # a metric's helper model loads quietly: no "Loading weights" bar, and no warning that
@@ -273,7 +275,7 @@ class TorchReferenceLM(ReferenceLM):
             if bars:
                 hf_logging.enable_progress_bar()
         self.lm.to("cuda" if torch.cuda.is_available() else "cpu")
-        self._end = torch.as_tensor(self.end_ids)
+        self._end = torch.as_tensor(self.end_ids, device=self.lm.device)
 
     def _logprobs(self, seqs, want_end):
         torch = self._torch
@@ -303,7 +305,7 @@ class TorchReferenceLM(ReferenceLM):
                     picked = lg[torch.arange(n - 1, device=dev), tgt] - lse[:-1]
                     end_lp = None
                     if want_end[k]:
-                        end_lp = float(torch.logsumexp(lg[-1, self._end.to(dev)], 0) - lse[-1])
+                        end_lp = float(torch.logsumexp(lg[-1, self._end], 0) - lse[-1])
                     out[k] = (picked.double().cpu().numpy(), end_lp)
             start = stop
         return out

@@ -465,10 +465,25 @@ KNOWN_SHORTFALLS: dict[str, str] = {
 }
 
 
+# A strict xfail cannot see a shortfall get worse (any failure is the expected one), so each
+# known shortfall also has a plain test: it stays at or above the lower bound of the 95% CI it
+# was measured with (the same code on the same items gives the same figure: a drop below that
+# bound is a regression of the metric, not noise).
+SHORTFALL_FLOORS: dict[str, float] = {"claim_f1": 0.433, "relevance_accuracy": 0.491}
+
+
 def _figure(name):
     marks = [pytest.mark.xfail(strict=True, reason=KNOWN_SHORTFALLS[name])] \
         if name in KNOWN_SHORTFALLS else []
     return pytest.param(name, marks=marks, id=name)
+
+
+def _not_worse(report, name):
+    a = report["acceptance"].get(name)
+    assert a is not None, f"{name}: no figure (no gold items for it)"
+    assert a["value"] >= SHORTFALL_FLOORS[name], (
+        f"{name} = {a['value']:.3f} fell below {SHORTFALL_FLOORS[name]}, the lower CI bound of "
+        f"the figure README reports ({KNOWN_SHORTFALLS[name].split(' on ')[0]})")
 
 
 def _holds(report, name):
@@ -500,6 +515,10 @@ def test_gold_hallucination_figures(gold_text_report, name):
     _holds(rep, name)
 
 
+def test_gold_claim_f1_not_worse(gold_text_report):
+    _not_worse(gold_text_report, "claim_f1")
+
+
 def test_gold_agreement_is_reported(gold_text_report):
     ag = gold_text_report["agreement"]
     if not _gold_files(GOLD_SECOND):
@@ -508,10 +527,20 @@ def test_gold_agreement_is_reported(gold_text_report):
     assert ag["char_kappa"]["value"] is not None
 
 
+@pytest.fixture(scope="module")
+def gold_relevance_report(gold_records):
+    return _run(gold_records, _gold_files(GOLD_REAL + GOLD_READER), ("relevance",))
+
+
+@pytest.mark.slow
+def test_gold_relevance_not_worse(gold_relevance_report):
+    _not_worse(gold_relevance_report, "relevance_accuracy")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [_figure("relevance_accuracy")])
-def test_gold_relevance_figure(gold_records, name):
-    rep = _run(gold_records, _gold_files(GOLD_REAL + GOLD_READER), ("relevance",))
+def test_gold_relevance_figure(gold_relevance_report, name):
+    rep = gold_relevance_report
     assert rep["relevance"]["pairs"] >= 100
     if _gold_files(GOLD_READER):     # the reader labels were made on these very pairs
         r = rep["relevance"]["reader"]

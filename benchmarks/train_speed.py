@@ -73,7 +73,8 @@ def arm_baseline(a, data_dir: Path, work: Path) -> dict:
 
     from harness.models import resolve_hf
     from harness.tasks.records import read_records
-    from harness.train.engines import gguf_kwargs, load_tokenizer, unmark_gguf
+    from harness.backends.dequantized import unmark_gguf
+    from harness.train.engines import gguf_kwargs, load_tokenizer
     from harness.train.examples import tokenize_examples
 
     if a.threads:

@@ -40,6 +40,7 @@ from lm_eval.models.huggingface import HFLM
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from .decoding import GEN_KEY, banned_next, pop_setting
+from .dequantized import hf_source
 from ..errors import HarnessError
 from ..models import DEFAULT_MODEL, resolve_hf
 from .throughput import METER
@@ -124,6 +125,7 @@ class TimedHFLM(HFLM):
         if pretrained is None:
             pretrained, gguf = resolve_hf(model or DEFAULT_MODEL)
             gguf_file = gguf_file or gguf
+        pretrained, gguf_file = hf_source(pretrained, gguf_file)   # a GGUF: dequantized once
         if gguf_file:
             kwargs["gguf_file"] = gguf_file
         kwargs.setdefault("dtype", "float32")

@@ -258,7 +258,9 @@ class TorchReferenceLM(ReferenceLM):
         self.engine = f"torch-{self.dtype}"
         self._torch = torch
 
-        pretrained, gguf = resolve_hf(name_or_path)
+        from .dequantized import hf_source
+
+        pretrained, gguf = hf_source(*resolve_hf(name_or_path))
         # a metric's helper model loads quietly: no "Loading weights" bar, and no warning that
         # packed GGUF kernels prefer float32 (there are none for this CPU: the weights are
         # dequantized; transformers' own dequantization bar is plain tqdm and stays)

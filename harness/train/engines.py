@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..backends.dequantized import unmark_gguf
 from ..files import sha256_file
 from .config import Inputs, TrainConfig
 
@@ -34,17 +35,6 @@ def gguf_kwargs(gguf_file: str | None) -> dict:
         return {}
     from transformers import GgufConfig
     return {"gguf_file": gguf_file, "quantization_config": GgufConfig(dequantize=True)}
-
-
-def unmark_gguf(model) -> None:
-    """A model loaded from a GGUF comes back dequantized but flagged as quantized by the GGUF
-    quantizer, which makes Trainer and peft refuse to train it; clear the flags."""
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if getattr(model, "quantization_method", None) is not None:
-        model.quantization_method = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
 
 
 def quantize_linear_4bit(model, compute_dtype, device="cpu", skip=("lm_head",)) -> int:

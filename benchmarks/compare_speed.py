@@ -12,9 +12,13 @@ fp32 logits).
     .venv/bin/python benchmarks/compare_speed.py [--limit 24] [--models a,b] [--backends ...]
                                                   [--adapters-dir DIR] [--keep DIR]
     .venv/bin/python benchmarks/compare_speed.py --diff RUN_A RUN_B
+    .venv/bin/python benchmarks/compare_speed.py --breakdown RUN
 
 --diff only compares two finished `harness compare` output folders: for each (model, variant,
 backend) cell in both, how many generated texts differ (e.g. a rerun at another batch size).
+--breakdown only reads one finished run: where each cell's wall time went, from the throughput
+record the cell wrote (model load, prompt prefill = prompt tokens / prompt tokens per second as
+the backend measured them, metric scoring, and the rest: generation and lm-eval's own work).
 
 Adapters: the first product_review adapter of each model in --adapters-dir (default
 adapters/); a model without one gets a seeded random LoRA adapter (not trained: r=4 on q/v,
@@ -127,6 +131,27 @@ def cells_of(run: Path) -> dict:
             if c["backend"] != "-"}
 
 
+def breakdown(run: Path) -> list[dict]:
+    """Per cell of a finished compare run: wall, load, prefill, metrics and the rest (s)."""
+    state = json.loads((run / "run.json").read_text())
+    rows = []
+    for c in state["cells"]:
+        f = run / "cells" / c["key"] / "results.json"
+        if not f.exists():
+            continue
+        res = json.loads(f.read_text())
+        tp, cell = res.get("throughput") or {}, res.get("harness_cell") or {}
+        wall = float(cell.get("wall_s") or 0.0)
+        load = float(cell.get("load_s") or 0.0)
+        metric = float(cell.get("metric_s") or 0.0)
+        pps = tp.get("prompt_tokens_per_second") or 0
+        prefill = tp.get("prompt_tokens", 0) / pps if pps else 0.0
+        rows.append({"cell": f"{c['model']} {c['variant']} {c['backend']}", "wall_s": wall,
+                     "load_s": load, "prefill_s": prefill, "metric_s": metric,
+                     "rest_s": wall - load - prefill - metric})
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--limit", type=int, default=24, help="test products per cell")
@@ -138,7 +163,16 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "bench" / "compare_speed.json")
     ap.add_argument("--diff", type=Path, nargs=2, metavar=("RUN_A", "RUN_B"),
                     help="only count differing texts between two compare output folders")
+    ap.add_argument("--breakdown", type=Path, metavar="RUN",
+                    help="only print where the cells of a compare output folder spent their time")
     args = ap.parse_args()
+    if args.breakdown:
+        rows = breakdown(args.breakdown)
+        keys = ("wall_s", "load_s", "prefill_s", "metric_s", "rest_s")
+        print(f"{'cell':<52}" + "".join(f"{k:>11}" for k in keys))
+        for r in rows + [{"cell": "total", **{k: sum(r[k] for r in rows) for k in keys}}]:
+            print(f"{r['cell']:<52}" + "".join(f"{r[k]:>11.1f}" for k in keys))
+        return 0
     if args.diff:
         a, b = (texts_of(run) for run in args.diff)
         for k in sorted(a.keys() & b.keys()):

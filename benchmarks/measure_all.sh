@@ -7,7 +7,8 @@
 # Steps (default: all, in this order): prepare backends metrics validate train train_speed
 # export export_formats compare train_department train_department_gemma department
 # train_nextitem train_nextitem_gemma nextitem reference_engines batch_sizes hf_dtype
-# compare_speed nextitem_rate nextitem_dtype. Each step logs to results/measure/STEP.log
+# compare_speed nextitem_rate nextitem_dtype hf_load train_grounded compare_grounded.
+# Each step logs to results/measure/STEP.log
 # and appends "STEP seconds" to results/measure/wall.tsv. Needs ../shared/data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +59,17 @@ batch_sizes()    { $PY benchmarks/batch_sizes.py; }
 hf_dtype()       { $PY benchmarks/hf_dtype.py; }
 compare_speed()  { $PY benchmarks/compare_speed.py; }
 nextitem_rate()  { $PY benchmarks/nextitem_rate.py; }
+hf_load()        { $PY benchmarks/hf_load.py; }
+# The real test-split compare with SmolLM2's grounded adapter (issue #11's recipe), the seven
+# cells of issue #12's 15-min goal; `compare_speed.py --breakdown` says where the time went.
+GROUNDED=adapters/grounded
+train_grounded() { $H data curate --data data/prepared/product_review --output data/curated &&
+                   $H train --model $SMOL --task product_review --data data/curated --epochs 2 \
+                     --output "$GROUNDED/$SMOL-product_review-lora" --resume; }
+compare_grounded() { HARNESS_ADAPTERS_DIR=$GROUNDED $H compare --models "$MODELS" \
+                       --tasks product_review --backends llama-cpp,hf \
+                       --output "$OUT/compare-test-grounded" --resume &&
+                     $PY benchmarks/compare_speed.py --breakdown "$OUT/compare-test-grounded"; }
 nextitem_dtype() { for d in float32 bfloat16; do
                      $H compare --models $SMOL --tasks product_nextitem --backends hf \
                        --limit 200 --model-args hf:dtype=$d \
@@ -68,7 +80,8 @@ steps=("$@")
                                  export_formats compare train_department train_department_gemma department \
                                  train_nextitem train_nextitem_gemma nextitem \
                                  reference_engines batch_sizes hf_dtype compare_speed \
-                                 nextitem_rate nextitem_dtype)
+                                 nextitem_rate nextitem_dtype hf_load train_grounded \
+                                 compare_grounded)
 for s in "${steps[@]}"; do
   fn=$s; [ "$s" = export ] && fn=export_
   echo "== $s ($(date -u +%H:%M:%S), load $(cut -d' ' -f1 /proc/loadavg))"

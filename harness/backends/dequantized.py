@@ -5,9 +5,9 @@ vocabulary into a fast tokenizer, on every load: 16 s for SmolLM2-135M and 52 s 
 gemma3-270m (262k-token vocabulary) in a compare cell here (`load_s` in the cell's throughput
 record), again for the fluency reference LM, and again in every test that loads one. The first
 load writes the result (float32 safetensors + tokenizer files) to
-`CACHE_DIR/dequantized/<gguf stem>-<key>/`; later loads read that directory. The key holds the
-GGUF's resolved path, size and modification time and the transformers version, so a changed
-file or another converter gets a directory of its own. Same weights, same tokenizer, same chat
+`CACHE_DIR/dequantized/<gguf stem>-<key>/`; later loads read that directory. The key is the
+GGUF's SHA-256 and the transformers version, so a changed file or another converter gets a
+directory of its own. Same weights, same tokenizer, same chat
 template (tests/test_dequantized_cache.py checks logits and token ids against the GGUF load).
 
 `HARNESS_DEQUANTIZED_CACHE=0` turns it off (every load from the GGUF, as transformers does).
@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import HarnessError
+from ..files import sha256_file
 from ..paths import CACHE_DIR
 
 ENV = "HARNESS_DEQUANTIZED_CACHE"
@@ -30,10 +31,11 @@ def enabled() -> bool:
 
 
 def cache_dir(gguf: Path) -> Path:
+    """Where the dequantized copy of this GGUF lives: keyed by the file's content and the
+    transformers version that converts it."""
     import transformers
 
-    st = gguf.stat()
-    ident = f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}|transformers {transformers.__version__}"
+    ident = f"{sha256_file(gguf)}|transformers {transformers.__version__}"
     key = hashlib.sha256(ident.encode()).hexdigest()[:16]
     return CACHE_DIR / "dequantized" / f"{gguf.stem}-{key}"
 
@@ -91,15 +93,21 @@ def _load_and_save(pretrained: str, gguf_file: str, out: Path) -> None:
             raise
 
 
-def hf_source(pretrained: str, gguf_file: str | None) -> tuple[str, str | None]:
-    """(pretrained, gguf_file) to give from_pretrained: for a GGUF, the dequantized directory
-    (built on first use) and no gguf_file; anything else, or the cache turned off, as given."""
-    if not gguf_file or not enabled():
-        return pretrained, gguf_file
+def dequantized_dir(pretrained: str, gguf_file: str) -> Path:
+    """The dequantized copy of a GGUF (built on first use), whatever HARNESS_DEQUANTIZED_CACHE
+    says: for engines that cannot read a GGUF at all (Unsloth)."""
     src = Path(pretrained) / gguf_file
     if not src.is_file():
         raise HarnessError(f"{src}: GGUF file not found")
     out = cache_dir(src)
     if not (out / "config.json").is_file():
         _build(pretrained, gguf_file, out)
-    return str(out), None
+    return out
+
+
+def hf_source(pretrained: str, gguf_file: str | None) -> tuple[str, str | None]:
+    """(pretrained, gguf_file) to give from_pretrained: for a GGUF, the dequantized directory
+    and no gguf_file; anything else, or the cache turned off, as given."""
+    if not gguf_file or not enabled():
+        return pretrained, gguf_file
+    return str(dequantized_dir(pretrained, gguf_file)), None

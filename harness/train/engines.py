@@ -2,7 +2,6 @@
 and attach LoRA."""
 from __future__ import annotations
 
-import shutil
 import warnings
 from importlib.util import find_spec
 from pathlib import Path
@@ -10,8 +9,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..backends.dequantized import unmark_gguf
-from ..files import sha256_file
+from ..backends.dequantized import dequantized_dir, hf_source, unmark_gguf
 from .config import Inputs, TrainConfig
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -81,7 +79,7 @@ def lora_config(cfg: TrainConfig):
 
 def load_tokenizer(source: tuple[str, str | None]):
     from transformers import AutoTokenizer
-    pretrained, gguf = source
+    pretrained, gguf = hf_source(*source)    # a GGUF: its dequantized copy (harness.backends)
     tok = AutoTokenizer.from_pretrained(pretrained, **({"gguf_file": gguf} if gguf else {}))
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token or tok.unk_token
@@ -94,7 +92,7 @@ def load_transformers(cfg: TrainConfig, inp: Inputs, device, dtype):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    pretrained, gguf = inp.model_source
+    pretrained, gguf = hf_source(*inp.model_source)
     kwargs: dict[str, Any] = {"dtype": dtype, **gguf_kwargs(gguf)}
     quantize = inp.method == "qlora"
     if quantize and device.type == "cuda" and not gguf:
@@ -128,7 +126,7 @@ def load_unsloth(cfg: TrainConfig, inp: Inputs, device, dtype):
     from unsloth import FastLanguageModel  # resolve_engine made sure CUDA is there
 
     pretrained = inp.model_source[0] if inp.model_source[1] is None else \
-        str(dequantized_dir(inp.model_source))
+        str(dequantized_dir(*inp.model_source))
     model, _ = FastLanguageModel.from_pretrained(
         model_name=pretrained, max_seq_length=cfg.max_seq_len, dtype=dtype,
         load_in_4bit=inp.method == "qlora")
@@ -138,26 +136,6 @@ def load_unsloth(cfg: TrainConfig, inp: Inputs, device, dtype):
         model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         target_modules=targets, bias="none", random_state=cfg.seed,
         use_gradient_checkpointing="unsloth" if gradient_checkpointing(cfg, device) else False)
-
-
-def dequantized_dir(source: tuple[str, str | None]) -> Path:
-    """A GGUF model saved once as a transformers directory (for engines that cannot read
-    GGUF), in the cache."""
-    from transformers import AutoModelForCausalLM
-    from ..paths import CACHE_DIR
-
-    pretrained, gguf = source
-    gguf_path = Path(pretrained) / gguf
-    out = CACHE_DIR / "hf" / f"{gguf_path.stem}-{sha256_file(gguf_path)[:12]}"
-    if not (out / "config.json").is_file():
-        model = AutoModelForCausalLM.from_pretrained(pretrained, **gguf_kwargs(gguf))
-        unmark_gguf(model)
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        load_tokenizer(source).save_pretrained(tmp)
-        tmp.rename(out)
-    return out
 
 
 ENGINES: dict[str, Callable] = {"transformers": load_transformers, "unsloth": load_unsloth}

@@ -3,8 +3,9 @@
 (harness.backends.dequantized), side by side in one run.
 
 Each load runs in a fresh process (imports excluded from the timing), the two ways alternating,
-best of --repeat; the cache directory is built first (its one-time cost is printed too) in a
-temporary cache folder, so the project's cache/ is left alone.
+best of --repeat; the cached way is timed as the harness loads (`hf_source`: the GGUF hashed,
+then its directory read). The cache directory is built first (its one-time cost is printed
+too) in a temporary cache folder, so the project's cache/ is left alone.
 
     .venv/bin/python benchmarks/hf_load.py [--models smollm2-135m-instruct,gemma3-270m] [--repeat 2]
 
@@ -36,10 +37,13 @@ import json, sys, time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging
+from harness.backends.dequantized import hf_source
 logging.set_verbosity_error()
-pretrained, gguf = sys.argv[1], sys.argv[2] or None
-kw = {"gguf_file": gguf} if gguf else {}
+pretrained, gguf, way = sys.argv[1], sys.argv[2], sys.argv[3]
 t0 = time.perf_counter()
+if way == "cache":     # as the harness loads: the GGUF hashed, its cached directory read
+    pretrained, gguf = hf_source(pretrained, gguf)
+kw = {"gguf_file": gguf} if gguf else {}
 tok = AutoTokenizer.from_pretrained(pretrained, **kw)
 t1 = time.perf_counter()
 model = AutoModelForCausalLM.from_pretrained(pretrained, dtype=torch.float32, **kw)
@@ -48,8 +52,9 @@ print(json.dumps({"tokenizer_s": t1 - t0, "model_s": t2 - t1, "total_s": t2 - t0
 """
 
 
-def timed_load(pretrained: str, gguf: str | None) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, pretrained, gguf or ""],
+def timed_load(pretrained: str, gguf: str, way: str, cache: str) -> dict:
+    env = {**os.environ, "HARNESS_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", CHILD, pretrained, gguf, way], env=env,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -77,15 +82,15 @@ def main() -> int:
             build_s = time.perf_counter() - t0
             runs = {"gguf": [], "cache": []}
             for _ in range(args.repeat):
-                runs["gguf"].append(timed_load(pretrained, gguf))
-                runs["cache"].append(timed_load(cached, None))
+                runs["gguf"].append(timed_load(pretrained, gguf, "gguf", tmp))
+                runs["cache"].append(timed_load(pretrained, gguf, "cache", tmp))
             best = {k: min(v, key=lambda r: r["total_s"]) for k, v in runs.items()}
             size = sum(f.stat().st_size for f in Path(cached).iterdir())
             rows.append({"model": name, "build_s": round(build_s, 2), "cache_mb": round(size / 1e6),
                          "gguf": best["gguf"], "cache": best["cache"], "runs": runs,
                          "speedup": best["gguf"]["total_s"] / best["cache"]["total_s"]})
     t = Table(title=f"transformers load, best of {args.repeat} (fresh process each)")
-    for c in ("model", "from GGUF s (tokenizer + model)", "from cache s (tokenizer + model)",
+    for c in ("model", "from GGUF s (tokenizer + model)", "from cache s (hash, tokenizer + model)",
               "speed-up", "one-time build s", "cache MB"):
         t.add_column(c)
     for r in rows:

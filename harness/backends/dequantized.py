@@ -1,14 +1,14 @@
 """A GGUF model dequantized once for transformers, kept as an HF directory under the cache.
 
 transformers loads a GGUF by dequantizing every tensor in Python and converting the GGUF
-vocabulary into a fast tokenizer, on every load: 16 s for SmolLM2-135M and 52 s for
-gemma3-270m (262k-token vocabulary) in a compare cell here (`load_s` in the cell's throughput
-record), again for the fluency reference LM, and again in every test that loads one. The first
-load writes the result (float32 safetensors + tokenizer files) to
+vocabulary into a fast tokenizer, on every load: 15.6 s for SmolLM2-135M and 39.6 s for
+gemma3-270m (262k-token vocabulary) here, against 1.7 s and 4.0 s from the cached directory
+(benchmarks/hf_load.py), in every compare cell, fluency reference LM, training run and test
+that loads one. The first load writes the result (float32 safetensors + tokenizer files) to
 `CACHE_DIR/dequantized/<gguf stem>-<key>/`; later loads read that directory. The key is the
 GGUF's SHA-256 and the transformers version, so a changed file or another converter gets a
-directory of its own. Same weights, same tokenizer, same chat
-template (tests/test_dequantized_cache.py checks logits and token ids against the GGUF load).
+directory of its own. Same weights, same tokenizer, same chat template
+(tests/test_dequantized_cache.py checks logits and token ids against the GGUF load).
 
 `HARNESS_DEQUANTIZED_CACHE=0` turns it off (every load from the GGUF, as transformers does).
 """

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from functools import lru_cache
 from pathlib import Path
 
 from ..errors import HarnessError
@@ -30,13 +31,21 @@ def enabled() -> bool:
     return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+@lru_cache(maxsize=16)
+def _content_key(path: str, size: int, mtime_ns: int) -> str:
+    """The GGUF's SHA-256 with the transformers version, hashed once per process and file
+    version (a trainer or compare process loads the same GGUF several times)."""
+    import transformers
+
+    ident = f"{sha256_file(path)}|transformers {transformers.__version__}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
 def cache_dir(gguf: Path) -> Path:
     """Where the dequantized copy of this GGUF lives: keyed by the file's content and the
     transformers version that converts it."""
-    import transformers
-
-    ident = f"{sha256_file(gguf)}|transformers {transformers.__version__}"
-    key = hashlib.sha256(ident.encode()).hexdigest()[:16]
+    st = gguf.stat()
+    key = _content_key(str(gguf.resolve()), st.st_size, st.st_mtime_ns)
     return CACHE_DIR / "dequantized" / f"{gguf.stem}-{key}"
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -61,20 +62,30 @@ def unmark_gguf(model) -> None:
         del model.config.quantization_config
 
 
-def _build(pretrained: str, gguf_file: str, out: Path) -> None:
-    """Load from the GGUF once and save as an HF directory; written to a temporary sibling and
-    renamed, so an interrupted build leaves no half directory behind."""
+@contextmanager
+def quiet_transformers():
+    """transformers without its warnings and progress bars for a helper load (no "Loading
+    weights" / "Writing model shards" bars, no "packed GGUF kernels prefer float32": there are
+    none for this CPU, the weights are dequantized); its own GGUF dequantization bar is plain
+    tqdm and stays. The previous settings come back afterwards."""
     from transformers.utils import logging as hf_logging
 
     level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()   # "packed GGUF kernels prefer float32": none here
-    hf_logging.disable_progress_bar()  # no "Loading weights" / "Writing model shards" bars
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
-        _load_and_save(pretrained, gguf_file, out)
+        yield
     finally:
         hf_logging.set_verbosity(level)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def _build(pretrained: str, gguf_file: str, out: Path) -> None:
+    """Load from the GGUF once and save as an HF directory; written to a temporary sibling and
+    renamed, so an interrupted build leaves no half directory behind."""
+    with quiet_transformers():
+        _load_and_save(pretrained, gguf_file, out)
 
 
 def _load_and_save(pretrained: str, gguf_file: str, out: Path) -> None:

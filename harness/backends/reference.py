@@ -249,33 +249,21 @@ class TorchReferenceLM(ReferenceLM):
         import torch
         from transformers import AutoModelForCausalLM
 
-        from transformers.utils import logging as hf_logging
-
         from ..models import resolve_hf
+        from .dequantized import hf_source, quiet_transformers
 
         super().__init__(name_or_path, vocab_only=True)
         self.dtype = dtype or auto_dtype()
         self.engine = f"torch-{self.dtype}"
         self._torch = torch
 
-        from .dequantized import hf_source
-
         pretrained, gguf = hf_source(*resolve_hf(name_or_path))
-        # a metric's helper model loads quietly: no "Loading weights" bar, and no warning that
-        # packed GGUF kernels prefer float32 (there are none for this CPU: the weights are
-        # dequantized; transformers' own dequantization bar is plain tqdm and stays)
-        level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        try:
-            self.lm = AutoModelForCausalLM.from_pretrained(
-                pretrained, gguf_file=gguf, dtype=getattr(torch, self.dtype)).eval()
+        try:   # a metric's helper model loads quietly
+            with quiet_transformers():
+                self.lm = AutoModelForCausalLM.from_pretrained(
+                    pretrained, gguf_file=gguf, dtype=getattr(torch, self.dtype)).eval()
         except (OSError, ValueError) as e:
             raise HarnessError(f"{self.path}: transformers could not load it ({e})") from e
-        finally:
-            hf_logging.set_verbosity(level)
-            if bars:
-                hf_logging.enable_progress_bar()
         self.lm.to("cuda" if torch.cuda.is_available() else "cpu")
         self._end = torch.as_tensor(self.end_ids, device=self.lm.device)
 
